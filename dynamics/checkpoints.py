@@ -1,0 +1,419 @@
+"""Checkpoint sources: turn (model, revision) into local files ready to load, behind one small interface.
+
+- `LocalSource(root)`: a folder of `save_pretrained` checkpoints `root/step<N>/` (a local training run).
+- `HubSource(repo_id)`: Hugging Face Hub branches through huggingface_hub's own cache and download code.
+  Each branch is resolved to its commit once and downloaded by commit; with HF_HUB_OFFLINE=1 everything
+  comes from the cache (branch → commit from its `refs/` files). A size bound evicts released revisions,
+  safely across worker processes (`dynamics.cache_budget`).
+
+Every fetch reports the sha256 of the weight files, so branches serving identical weights are noticed
+(`duplicate_of`; Pythia's step0 and step1 are the same model). Nothing here builds a torch module:
+loading is `dynamics.adapters.load_model` / `LoadedModel.load_weights`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from dynamics.cache_budget import SharedCacheBudget
+from dynamics.catalogue import (
+    PYTHIA_REVISIONS,
+    PYTHIA_STEPS,
+    check_published,
+    describe_steps,
+    is_pythia_repo,
+    step_for_revision,
+)
+from dynamics.weight_files import (
+    BIN_PATTERNS,
+    SAFETENSORS_PATTERNS,
+    TOKENIZER_FILES,
+    check_weight_file,
+    corrupt_file_error,
+    select_weight_files,
+    sha256_of_files,
+)
+
+log = logging.getLogger(__name__)
+
+_STEP_DIR = re.compile(r"step(\d+)")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class FetchedCheckpoint:
+    """A checkpoint's files on local disk, with what identifies them."""
+
+    model_id: str
+    revision: str  # branch name, e.g. 'step1000'
+    step: int | None  # None for a branch that names no step
+    path: Path  # folder with config.json, the weights and (usually) tokenizer files
+    commit: str | None  # the commit the branch resolved to; None for local checkpoints
+    weights_sha256: str  # over the weight files' bytes, in sorted file order
+    files: tuple[str, ...]  # names under `path` that belong to the checkpoint
+
+
+class CheckpointSource(Protocol):
+    """Where checkpoints come from. `fetch` returns files ready to load; `release` lets them go."""
+
+    model_id: str
+
+    def list_revisions(self) -> list[str]: ...
+
+    def fetch(self, revision: str) -> FetchedCheckpoint: ...
+
+    def prefetch(self, revision: str) -> None: ...
+
+    def release(self, revision: str) -> None: ...
+
+    def tokenizer_dir(self, revision: str) -> Path: ...
+
+
+def duplicate_of(fetched: FetchedCheckpoint, seen: dict[str, str]) -> str | None:
+    """The earlier revision with the same weights, or None; records `fetched` in `seen` when it is new.
+
+    Args:
+        fetched: the checkpoint just fetched.
+        seen: weights_sha256 → first revision seen with those weights; updated in place.
+    """
+    first = seen.setdefault(fetched.weights_sha256, fetched.revision)
+    return None if first == fetched.revision else first
+
+
+class _Prefetcher:
+    """One background thread that fetches ahead; a later fetch of the same revision waits for it."""
+
+    def __init__(self, fetch_now: Callable[[str], FetchedCheckpoint]) -> None:
+        self._fetch_now = fetch_now
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: dict[str, Future[FetchedCheckpoint]] = {}
+
+    def start(self, revision: str) -> None:
+        if revision in self._pending:
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-prefetch")
+        self._pending[revision] = self._executor.submit(self._fetch_now, revision)
+
+    def fetch(self, revision: str) -> FetchedCheckpoint:
+        pending = self._pending.pop(revision, None)
+        return pending.result() if pending is not None else self._fetch_now(revision)
+
+    def discard(self, revision: str) -> None:
+        """Wait out a pending prefetch nobody will fetch; its error, if any, is only logged."""
+        pending = self._pending.pop(revision, None)
+        if pending is not None and (err := pending.exception()) is not None:
+            log.warning("prefetch of %s failed: %s", revision, err)
+
+
+def _file_names(folder: Path, weights: list[Path]) -> tuple[str, ...]:
+    """The checkpoint's own files under `folder` (a Hub snapshot may hold others, e.g. generation_config.json)."""
+    names = {"config.json", *TOKENIZER_FILES, *(w.name for w in weights)}
+    return tuple(sorted(n for n in names if (folder / n).is_file()))
+
+
+def _hash_weights(folder: Path, sidecar: Path | None) -> tuple[list[Path], str]:
+    weights = select_weight_files(folder)
+    for weight_file in weights:
+        check_weight_file(weight_file)
+    return weights, sha256_of_files(weights, sidecar)
+
+
+class LocalSource:
+    """Checkpoints saved with `save_pretrained` as `root/step<N>/`, sorted by step.
+
+    A tokenizer may sit in each step folder or once in `root` itself.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"no checkpoint folder {self.root}; pass the folder that holds step<N>/ subfolders")
+        self.model_id = str(self.root)
+        self._steps = {
+            int(match.group(1)): child.name
+            for child in self.root.iterdir()
+            if (match := _STEP_DIR.fullmatch(child.name)) and (child / "config.json").is_file()
+        }
+        if not self._steps:
+            raise FileNotFoundError(
+                f"no checkpoints in {self.root}: expected step<N>/ subfolders holding config.json and weights "
+                "(as written by save_pretrained)"
+            )
+        self._prefetcher = _Prefetcher(self._fetch_now)
+
+    def list_revisions(self) -> list[str]:
+        return [self._steps[step] for step in sorted(self._steps)]
+
+    def fetch(self, revision: str) -> FetchedCheckpoint:
+        return self._prefetcher.fetch(revision)
+
+    def prefetch(self, revision: str) -> None:
+        """Hash (and so read into the page cache) a checkpoint in the background."""
+        self._prefetcher.start(revision)
+
+    def release(self, revision: str) -> None:
+        """Forget a pending prefetch; local checkpoints are the user's files and are never deleted."""
+        self._prefetcher.discard(revision)
+
+    def tokenizer_dir(self, revision: str) -> Path:
+        for folder in (self._folder(revision), self.root):
+            if (folder / "tokenizer.json").is_file():
+                return folder
+        raise FileNotFoundError(
+            f"no tokenizer.json in {self._folder(revision)} or {self.root}; save the tokenizer in one of them"
+        )
+
+    def _folder(self, revision: str) -> Path:
+        if revision not in self._steps.values():
+            raise ValueError(
+                f"revision {revision!r} is not among the checkpoints in {self.root} "
+                f"({describe_steps(sorted(self._steps))})"
+            )
+        return self.root / revision
+
+    def _fetch_now(self, revision: str) -> FetchedCheckpoint:
+        folder = self._folder(revision)
+        weights, digest = _hash_weights(folder, self.root / ".dynamics" / "sha256.json")
+        return FetchedCheckpoint(
+            model_id=self.model_id,
+            revision=revision,
+            step=step_for_revision(revision),
+            path=folder,
+            commit=None,
+            weights_sha256=digest,
+            files=_file_names(folder, weights),
+        )
+
+
+class HubSource:
+    """Branches of a Hugging Face Hub model repo, fetched into (and evicted from) the local Hub cache.
+
+    Args:
+        repo_id: e.g. 'EleutherAI/pythia-160m-deduped'.
+        cache_dir: the hub cache folder; huggingface_hub's default (HF_HUB_CACHE) when None.
+        max_cache_bytes: bound on the cache folder's size; released revisions are evicted, least recently
+            released first, to stay under it. None keeps everything.
+    """
+
+    def __init__(self, repo_id: str, cache_dir: Path | None = None, max_cache_bytes: int | None = None) -> None:
+        from huggingface_hub import constants
+
+        self.model_id = repo_id
+        self.cache_dir = Path(cache_dir or constants.HF_HUB_CACHE)
+        self._offline = constants.HF_HUB_OFFLINE
+        self._storage = self.cache_dir / f"models--{repo_id.replace('/', '--')}"
+        self._pythia = is_pythia_repo(repo_id)
+        self._branches: dict[str, str] | None = None  # branch → commit, from the Hub (online only)
+        self._held: dict[str, str] = {}  # revision → commit fetched and not yet released
+        self._budget = SharedCacheBudget(self.cache_dir, max_cache_bytes)
+        self._prefetcher = _Prefetcher(self._fetch_now)
+
+    def list_revisions(self) -> list[str]:
+        """The 154 step branches for Pythia repos; otherwise the repo's branches (offline: those cached)."""
+        if self._pythia:
+            return list(PYTHIA_REVISIONS)
+        names = self._cached_refs() if self._offline else list(self._hub_branches())
+        return sorted(names, key=_revision_order)
+
+    def fetch(self, revision: str) -> FetchedCheckpoint:
+        return self._prefetcher.fetch(revision)
+
+    def prefetch(self, revision: str) -> None:
+        """Start downloading a revision in a background thread."""
+        self._prefetcher.start(revision)
+
+    def release(self, revision: str) -> None:
+        """The caller is done with the revision; it may now be evicted to respect the size bound."""
+        self._prefetcher.discard(revision)
+        commit = self._held.pop(revision, None)
+        if commit is not None:
+            self._budget.release(commit)
+
+    def tokenizer_dir(self, revision: str) -> Path:
+        """The folder holding tokenizer.json: the fetched snapshot of `revision` (fetch it first)."""
+        commit = self._held.get(revision)
+        folder = self._storage / "snapshots" / (commit or self.resolve(revision))
+        if not (folder / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"revision {revision} of {self.model_id} has no tokenizer.json in {folder}")
+        return folder
+
+    def resolve(self, revision: str) -> str:
+        """The commit a branch points to (offline: as recorded in the cache's refs/ folder)."""
+        if _COMMIT.fullmatch(revision):
+            return revision
+        if self._offline:
+            ref = self._storage / "refs" / revision
+            if not ref.is_file():
+                raise ValueError(self._not_cached_message(revision))
+            return ref.read_text().strip()
+        branches = self._hub_branches()
+        if revision not in branches:
+            raise ValueError(
+                f"revision {revision!r} does not exist in {self.model_id}; "
+                f"its branches include {', '.join(sorted(branches)[:5])} ({len(branches)} in all)"
+            )
+        return branches[revision]
+
+    def _not_cached_message(self, revision: str) -> str:
+        return (
+            f"revision {revision} of {self.model_id} is not in the cache at {self.cache_dir} and HF_HUB_OFFLINE=1; "
+            "run once with network or pass --cache-dir"
+        )
+
+    def _hub_branches(self) -> dict[str, str]:
+        if self._branches is None:
+            from huggingface_hub import HfApi
+            from huggingface_hub.errors import RepositoryNotFoundError
+            from huggingface_hub.utils import httpx
+
+            try:
+                refs = HfApi().list_repo_refs(self.model_id)
+            except RepositoryNotFoundError as err:
+                raise ValueError(
+                    f"no model repo {self.model_id} on the Hub (or it is private or gated and no token is set); "
+                    "check the name"
+                ) from err
+            except httpx.TransportError as err:
+                raise ValueError(
+                    f"cannot reach the Hub to list the branches of {self.model_id} ({err}); check the network, "
+                    "or set HF_HUB_OFFLINE=1 to use what is cached"
+                ) from err
+            self._branches = {branch.name: branch.target_commit for branch in refs.branches}
+        return self._branches
+
+    def _cached_refs(self) -> list[str]:
+        refs = self._storage / "refs"
+        if not refs.is_dir():
+            raise ValueError(
+                f"{self.model_id} has nothing in the cache at {self.cache_dir} and HF_HUB_OFFLINE=1; "
+                "run once with network or pass --cache-dir"
+            )
+        return [ref.relative_to(refs).as_posix() for ref in refs.rglob("*") if ref.is_file()]
+
+    def _fetch_now(self, revision: str) -> FetchedCheckpoint:
+        if self._pythia:
+            _check_pythia_revision(revision, self.model_id)
+        commit = self.resolve(revision)
+        # Marked in use before downloading, so no other process evicts it meanwhile; fetching a revision
+        # this source already holds adds no second hold, so one release always frees it.
+        newly_held = self._held.get(revision) != commit
+        if newly_held:
+            self._budget.acquire(commit)
+        try:
+            folder = self._download(revision, commit)
+            weights, digest = _hash_weights(folder, self.cache_dir / ".dynamics" / "sha256.json")
+            _check_blob_digest(weights, digest)
+        except BaseException:
+            if newly_held:
+                self._budget.forget(commit)
+            raise
+        self._held[revision] = commit
+        return FetchedCheckpoint(
+            model_id=self.model_id,
+            revision=revision,
+            step=_step_of(revision, self._pythia),
+            path=folder,
+            commit=commit,
+            weights_sha256=digest,
+            files=_file_names(folder, weights),
+        )
+
+    def _download(self, revision: str, commit: str) -> Path:
+        """Snapshot folder of `commit`: safetensors when the revision has them, `.bin` only otherwise."""
+        common = ["config.json", *TOKENIZER_FILES]
+        folder = self._snapshot(revision, commit, [*SAFETENSORS_PATTERNS, *common])
+        if not any(folder.glob("*.safetensors")):
+            folder = self._snapshot(revision, commit, [*BIN_PATTERNS, *common])
+        if broken := [p.name for p in folder.iterdir() if not p.exists()]:
+            if self._offline:
+                raise ValueError(
+                    f"revision {revision} of {self.model_id} in {folder} lost the blobs of {', '.join(broken)}; "
+                    "run once with network to fetch them again"
+                )
+            # A shared blob evicted by another process between hf's existence check and its symlink.
+            folder = self._snapshot(revision, commit, [*broken])
+        self._record_ref(revision, commit)
+        return folder
+
+    def _snapshot(self, revision: str, commit: str, patterns: list[str]) -> Path:
+        from huggingface_hub import ResolvedRevision, snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError, RevisionNotFoundError
+
+        pinned = ResolvedRevision(commit, initial=revision, repo_id=self.model_id)
+        try:
+            return Path(
+                snapshot_download(self.model_id, revision=pinned, allow_patterns=patterns, cache_dir=self.cache_dir)
+            )
+        except LocalEntryNotFoundError as err:
+            if self._offline:
+                raise ValueError(self._not_cached_message(revision)) from err
+            raise ValueError(
+                f"cannot download revision {revision} of {self.model_id} ({err}); check the network"
+            ) from err
+        except RevisionNotFoundError as err:
+            raise ValueError(f"revision {revision} ({commit}) no longer exists in {self.model_id}") from err
+
+    def _record_ref(self, revision: str, commit: str) -> None:
+        """Write refs/<branch> as huggingface_hub does (atomically), so offline runs can resolve it later.
+
+        Downloads by commit skip this, and it must follow the snapshot: a ref to a missing snapshot makes
+        `scan_cache_dir` reject the whole repo.
+        """
+        if _COMMIT.fullmatch(revision):
+            return
+        ref = self._storage / "refs" / revision
+        if ref.is_file() and ref.read_text().strip() == commit:
+            return
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ref.with_name(f"{ref.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(commit)
+        os.replace(tmp, ref)
+
+
+def _check_blob_digest(weights: list[Path], digest: str) -> None:
+    """Catch a weight blob changed on disk after download, for the usual single-file checkpoint.
+
+    The Hub cache names an LFS blob by its content's sha256, and `digest` is the sha256 over the weight
+    files, so for one file the two must agree; a header check alone misses flipped bytes in the tensors.
+    """
+    if len(weights) != 1:
+        return
+    blob = weights[0].resolve()
+    if _SHA256.fullmatch(blob.name) and blob.name != digest:
+        raise corrupt_file_error(weights[0], f"its sha256 is {digest[:12]}…, not the {blob.name[:12]}… it was stored as")
+
+
+def _check_pythia_revision(revision: str, model_id: str) -> None:
+    """Catch a mistyped Pythia revision before any network call, naming the nearest published steps."""
+    if revision == "main" or revision in PYTHIA_REVISIONS or _COMMIT.fullmatch(revision):
+        return
+    step = _step_of(revision, pythia=True)
+    if step is None:
+        raise ValueError(f"revision {revision!r} is not a branch of {model_id}; use 'main' or step<N> like 'step1000'")
+    check_published(step, list(PYTHIA_STEPS), model_id)
+
+
+def _revision_order(revision: str) -> tuple[bool, int, str]:
+    """Step branches first, by step; then other branches by name."""
+    step = _step_of(revision, pythia=False)
+    return (step is None, step or 0, revision)
+
+
+def _step_of(revision: str, pythia: bool) -> int | None:
+    """'step1000' → 1000; Pythia's 'main' → 143000; any other branch name → None."""
+    if revision == "main" and not pythia:
+        return None
+    try:
+        return step_for_revision(revision)
+    except ValueError:
+        return None

@@ -1,0 +1,89 @@
+"""Held-out text for the ICL token-loss score: a local file the user names, as rows of token ids.
+
+Accepted files: `.txt` (one document), `.jsonl` (one JSON object per line with a "text" field),
+`.parquet` (a "text" column) — each document prefixed with the BOS text and joined, then cut into rows
+that start with BOS, like TransformerLens' `tokenize_and_concatenate` does for the reference (§4) — or
+`.safetensors` holding ready-made rows under the key "tokens" (what the toy suite saves).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+
+
+def check_heldout_file(path: Path, row_tokens: int) -> None:
+    """Fail early, before any scoring, on a held-out file that cannot serve rows of `row_tokens`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"held-out text {path} does not exist; pass a .txt, .jsonl or .parquet file")
+    if path.suffix == ".safetensors":
+        _token_rows(path, row_tokens)
+    elif path.suffix not in TEXT_SUFFIXES:
+        raise ValueError(f"held-out file {path} has suffix {path.suffix!r}; use one of {', '.join(TEXT_SUFFIXES)} or .safetensors")
+
+
+def load_heldout_tokens(path: Path, tokenizer, row_tokens: int, max_rows: int = 1000) -> Tensor:
+    """(rows, row_tokens) ids from `path`, at most `max_rows` rows."""
+    path = Path(path)
+    check_heldout_file(path, row_tokens)
+    if path.suffix == ".safetensors":
+        rows = _token_rows(path, row_tokens)
+    else:
+        rows = _rows_from_documents(_read_documents(path), tokenizer, row_tokens, max_rows)
+    return rows[:max_rows, :row_tokens].long()
+
+
+def _token_rows(path: Path, row_tokens: int) -> Tensor:
+    from safetensors.torch import load_file
+
+    rows = load_file(path).get("tokens")
+    if rows is None or rows.ndim != 2:
+        raise ValueError(f"{path} has no 2-d 'tokens' tensor; save token rows under the key 'tokens'")
+    if rows.shape[1] < row_tokens:
+        raise ValueError(
+            f"held-out rows in {path} have {rows.shape[1]} tokens but the token-loss score needs {row_tokens}; "
+            "lower --token-loss-positions or pass longer rows"
+        )
+    return rows
+
+
+def _read_documents(path: Path) -> list[str]:
+    if path.suffix == ".txt":
+        return [path.read_text(encoding="utf-8", errors="replace")]
+    if path.suffix == ".parquet":
+        import polars as pl
+
+        frame = pl.read_parquet(path)
+        if "text" not in frame.columns:
+            raise ValueError(f"{path} has no 'text' column (columns: {', '.join(frame.columns)})")
+        return [t for t in frame["text"].to_list() if t]
+    documents = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            documents.append(str(json.loads(line)["text"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} line {number} is not a JSON object with a 'text' field ({err})") from err
+    return documents
+
+
+def _rows_from_documents(documents: list[str], tokenizer, row_tokens: int, max_rows: int) -> Tensor:
+    bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    body = row_tokens - 1  # every row starts with BOS
+    ids: list[int] = []
+    for document in documents:
+        ids += [bos_id, *tokenizer(document).input_ids]
+        if len(ids) >= body * max_rows:
+            break
+    n_rows = min(max_rows, len(ids) // body)
+    if n_rows == 0:
+        raise ValueError(f"held-out text has {len(ids)} tokens, fewer than one row of {row_tokens}; pass more text")
+    chunks = torch.tensor(ids[: n_rows * body], dtype=torch.long).view(n_rows, body)
+    return torch.cat([torch.full((n_rows, 1), bos_id, dtype=torch.long), chunks], dim=1)

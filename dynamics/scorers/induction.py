@@ -1,0 +1,299 @@
+"""Induction, previous-token, duplicate-token and copying scores from one batched pass over a repeated-token probe.
+
+Pattern scores follow algorithms.md §1: the probe is BOS + r + r with r random token ids; for each head the
+per-sequence score is the "mul" measure the reference actually computed,
+    s_n = Σ_{i,j} A[i,j]·D[i,j] / Σ_{i,j} A[i,j],
+with D the detection pattern built from the sequence's own ids, and the final score is the plain mean
+over sequences.
+
+Two probes (§1.7), recorded in `InductionConfig.settings()['probe']`:
+- 'clean' (`make_probe`): [BOS] + r + r fed directly as ids, r drawn from ordinary token ids; one tensor.
+- 'reference' (`make_reference_probe`): the reference's draw (torch seed, randint over all embedding rows),
+  decoded to text and re-encoded through the BOS rule of the TransformerLens version it claims to match,
+  right-padded with per-sequence lengths; D comes from the re-encoded ids.
+
+Copying (Olsson et al. 2022 call an induction head's second half "copying": it raises the logit of the
+token it attends to). We measure it as a direct logit attribution on the probe itself, not as the
+eigenvalues of W_U·W_O·W_V·W_E, because this uses the head's real attention at the positions where
+induction applies and the model's real final norm, costs one matrix product per layer inside the same
+pass, and never forms a vocabulary-by-vocabulary matrix. Precisely: for every induction target (n, i, j)
+(D[i,j] = 1, so key j follows an earlier copy of query token t_i; on the clean probe these are the
+second-half positions i with j = i − 49, plus rare accidental repeats) the predicted token is t_j, the
+correct next token. Head (l, h)'s direct effect on the logits at position i is
+    Δ_i = W_U · (γ ⊙ P(W_O^h z^h_i)) / σ_i,
+with z^h_i the head's slice of the o_proj input, P the mean subtraction of the final LayerNorm (identity
+for RMSNorm), γ the final norm's weight and σ_i the divisor the final norm actually applied at that
+position in this forward pass (sqrt(var + eps), resp. sqrt(mean square + eps)), i.e. the norm's scale is
+frozen. Biases (o_proj, norm, unembedding) belong to no head and are left out. The score is
+    copying(l, h) = mean over all targets of (Δ_i[t_j] − mean_v Δ_i[v])      (logit units),
+pooled over every target of every sequence. Positive: the head writes towards the token an induction
+head should copy; near 0: it writes nothing related; negative: it suppresses it.
+
+Memory: only attention probabilities (one layer of one chunk at a time), the o_proj input at the target
+positions and the final norm's divisor are captured; never a full activation cache or full-vocabulary logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dynamics.adapters import LoadedModel
+
+PATTERN_METRICS = ("induction", "prev_token", "duplicate_token")
+METRICS = (*PATTERN_METRICS, "copying")
+PROBE_MODES = ("clean", "reference")
+
+
+@dataclass(frozen=True)
+class InductionConfig:
+    repeat_len: int = 50  # random tokens per copy; a sequence is BOS + r + r
+    n_sequences: int = 1000
+    seed: int = 42
+    batch_size: int = 50  # sequences per forward pass; scores do not depend on it
+    probe: str = "clean"  # 'clean' or 'reference' (algorithms.md §1.7)
+    tl_version: str = "2.x"  # reference probe: TransformerLens version whose BOS rule the re-encoding follows
+
+    def __post_init__(self) -> None:
+        if self.repeat_len < 2:
+            raise ValueError(f"repeat_len must be at least 2 (got {self.repeat_len})")
+        if self.n_sequences < 1 or self.batch_size < 1:
+            raise ValueError(f"n_sequences and batch_size must be positive (got {self.n_sequences}, {self.batch_size})")
+        if self.probe not in PROBE_MODES:
+            raise ValueError(f"probe must be one of {', '.join(PROBE_MODES)} (got {self.probe!r})")
+        _tl_major(self.tl_version)
+
+    @property
+    def double_bos(self) -> bool:
+        """TransformerLens ≤ 2.x prepends BOS to text that already starts with it (algorithms.md §1.5)."""
+        return _tl_major(self.tl_version) <= 2
+
+    def settings(self) -> dict:
+        """What the scores depend on: every field but batch_size, and tl_version only for the reference probe."""
+        settings = asdict(self)
+        del settings["batch_size"]
+        if self.probe == "clean":
+            del settings["tl_version"]
+        return settings
+
+
+def _tl_major(version: str) -> int:
+    match = re.fullmatch(r"(\d+)(\.(\d+|x))*", version)
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError(f"tl_version must look like '2.x', '2.15.4' or '3.0' (got {version!r})")
+    return int(match.group(1))
+
+
+def ordinary_token_ids(tokenizer) -> Tensor:
+    """Ids the clean induction probe draws from: no special, added or whitespace-only tokens."""
+    excluded = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    ids = [i for i in range(len(tokenizer)) if i not in excluded and tokenizer.decode([i]).strip() != ""]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def make_probe(ordinary_ids: Tensor, bos_id: int, config: InductionConfig) -> Tensor:
+    """Clean probe (algorithms.md §1.7): (n_sequences, 1 + 2·repeat_len) ids, BOS then r then r.
+
+    `ordinary_ids` are the ids r is drawn from (no special or whitespace tokens).
+    """
+    if config.probe != "clean":
+        raise ValueError(f"make_probe builds the clean probe but config.probe is {config.probe!r}; use make_reference_probe")
+    generator = torch.Generator().manual_seed(config.seed)
+    picks = torch.randint(0, len(ordinary_ids), (config.n_sequences, config.repeat_len), generator=generator)
+    random_ids = ordinary_ids[picks]
+    bos = torch.full((config.n_sequences, 1), bos_id, dtype=random_ids.dtype)
+    return torch.cat([bos, random_ids, random_ids], dim=1)
+
+
+def make_reference_probe(tokenizer, d_vocab: int, config: InductionConfig) -> tuple[Tensor, Tensor]:
+    """Reference-compatible probe (algorithms.md §1.2, §1.5): right-padded ids (sequence, pos) and lengths (sequence,).
+
+    Draws `randint(0, d_vocab, (n_sequences, repeat_len))` from a CPU generator seeded with `config.seed`
+    (the same stream as the reference's `torch.manual_seed` then `torch.randint`), decodes each row
+    [BOS] + r + r with the Hugging Face `tokenizer` (its own decode defaults, as the reference), and
+    re-encodes the text. Following TransformerLens's rule for GPT-NeoX models, a BOS id is prepended
+    to the re-encoded text when `config.tl_version` is ≤ 2.x (the text already starts with the BOS
+    string, so those sequences start with two BOS) and not from 3.0 on. Ids without a string vanish
+    and BPE fragments re-merge, so lengths vary.
+    """
+    if config.probe != "reference":
+        raise ValueError(f"make_reference_probe needs config.probe='reference' (got {config.probe!r}); use make_probe")
+    bos_id = tokenizer.bos_token_id
+    if bos_id is None:
+        raise ValueError("the tokenizer has no bos_token_id; the reference probe starts every row with BOS")
+    generator = torch.Generator().manual_seed(config.seed)
+    random_ids = torch.randint(0, d_vocab, (config.n_sequences, config.repeat_len), generator=generator)
+    bos = torch.full((config.n_sequences, 1), bos_id, dtype=random_ids.dtype)
+    texts = tokenizer.batch_decode(torch.cat([bos, random_ids, random_ids], dim=1).tolist())
+    prefix = [bos_id] if config.double_bos else []
+    encoded = [prefix + ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    lengths = torch.tensor([len(ids) for ids in encoded])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos_id
+    tokens = torch.full((len(encoded), int(lengths.max())), pad_id, dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        tokens[row, : len(ids)] = torch.tensor(ids)
+    return tokens, lengths
+
+
+def detection_patterns(tokens: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:
+    """0/1 patterns (batch, query, key) per metric, from the ids (TransformerLens head_detector semantics).
+
+    `lengths` masks right padding (positions ≥ length get no target).
+    """
+    T = tokens.shape[1]
+    query_pos = torch.arange(T)[:, None]
+    key_pos = torch.arange(T)[None, :]
+    same = tokens[:, :, None] == tokens[:, None, :]  # (batch, query, key)
+    duplicate = same & (key_pos < query_pos)
+    induction = torch.zeros_like(duplicate)
+    induction[:, :, 1:] = duplicate[:, :, :-1]  # key is the token after an earlier copy of the query
+    induction &= key_pos <= query_pos
+    prev = (key_pos == query_pos - 1).expand_as(duplicate)
+    patterns = {"induction": induction, "prev_token": prev, "duplicate_token": duplicate}
+    if lengths is not None:
+        valid = torch.arange(T)[None, :] < lengths[:, None]  # (batch, pos)
+        mask = valid[:, :, None] & valid[:, None, :]
+        patterns = {k: v & mask for k, v in patterns.items()}
+    return {k: v.float() for k, v in patterns.items()}
+
+
+def _final_norm(model: LoadedModel) -> nn.Module:
+    return model.model.get_submodule(model.family.final_norm)
+
+
+def _final_norm_divisor(norm: nn.Module, hidden: Tensor) -> Tensor:
+    """σ per position (batch, pos): what the final norm divides its (centred) input by."""
+    hidden = hidden.float()
+    if isinstance(norm, nn.LayerNorm):
+        return (hidden.var(dim=-1, unbiased=False) + norm.eps).sqrt()
+    return (hidden.pow(2).mean(dim=-1) + norm.variance_epsilon).sqrt()  # RMSNorm (Llama)
+
+
+def _readout_rows(model: LoadedModel, predicted: Tensor, unembed_mean: Tensor) -> Tensor:
+    """Rows (target, d_model) whose dot product with a head's output o, divided by σ, is o's centred logit.
+
+    centred logit of t = (W_U[t] − mean_v W_U[v]) · (γ ⊙ P(o)) / σ = P(γ ⊙ (W_U[t] − mean)) · o / σ,
+    since the mean subtraction P is a symmetric projection.
+    """
+    norm = _final_norm(model)
+    rows = model.model.get_output_embeddings().weight[predicted].float() - unembed_mean  # (target, d_model)
+    if norm.weight is not None:
+        rows = rows * norm.weight.float()
+    if isinstance(norm, nn.LayerNorm):
+        rows = rows - rows.mean(dim=-1, keepdim=True)
+    return rows
+
+
+@contextlib.contextmanager
+def _capture_inputs(modules: list[nn.Module], receive: Callable[[int, Tensor], None]) -> Iterator[None]:
+    """Call `receive(index, input)` with the first positional input of each module as it runs."""
+    handles = [
+        module.register_forward_pre_hook(lambda _module, args, index=index: receive(index, args[0]))
+        for index, module in enumerate(modules)
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _score_chunk(
+    model: LoadedModel, chunk: Tensor, lengths: Tensor | None, unembed_mean: Tensor
+) -> tuple[dict[str, Tensor], Tensor, int]:
+    """One forward pass: per-metric sums over sequences of the mul score, the copying sum, and its target count."""
+    L, H, device = model.n_layers, model.n_heads, model.device
+    patterns = detection_patterns(chunk, lengths)
+    targets = torch.stack([patterns[m] for m in PATTERN_METRICS], dim=1).to(device)  # (batch, metric, query, key)
+    chunk = chunk.to(device)
+    pair_seq, pair_query, pair_key = patterns["induction"].to(device).nonzero(as_tuple=True)  # each (target,)
+    readout = _readout_rows(model, chunk[pair_seq, pair_key], unembed_mean)  # (target, d_model)
+    pattern_sums = {m: torch.zeros(L, H, dtype=torch.float64) for m in PATTERN_METRICS}
+    direct = torch.zeros(L, len(pair_seq), H, device=device)  # copying numerators, before dividing by σ
+    divisor: list[Tensor] = []  # (target,), filled by the final-norm hook
+    valid = attention_mask = None
+    if lengths is not None:
+        valid = (torch.arange(chunk.shape[1])[None, :] < lengths[:, None]).to(device)  # (batch, pos)
+        attention_mask = valid.long()
+
+    def on_attention(layer: int, probs: Tensor) -> None:
+        probs = probs.float()  # (batch, head, query, key)
+        if valid is not None:  # padded queries and keys carry no attention mass
+            probs = probs * (valid[:, None, :, None] & valid[:, None, None, :])
+        denominator = probs.sum(dim=(-1, -2))  # (batch, head)
+        per_sequence = torch.einsum("bhqk,bmqk->mbh", probs, targets) / denominator  # (metric, batch, head)
+        sums = per_sequence.sum(dim=1).double().cpu()  # (metric, head)
+        for index, metric in enumerate(PATTERN_METRICS):
+            pattern_sums[metric][layer] += sums[index]
+
+    def on_head_outputs(layer: int, z: Tensor) -> None:
+        z = z[pair_seq, pair_query].float().view(-1, H, model.d_head)  # (target, head, d_head)
+        write = readout @ model.o_proj_weight(layer).float()  # (target, head·d_head)
+        direct[layer] = (write.view(-1, H, model.d_head) * z).sum(dim=-1)  # (target, head)
+
+    def on_final_norm(_index: int, hidden: Tensor) -> None:
+        divisor.append(_final_norm_divisor(_final_norm(model), hidden)[pair_seq, pair_query])
+
+    o_projs = [model.o_proj(layer) for layer in range(L)]
+    with (
+        model.capture_attention(on_attention),
+        _capture_inputs(o_projs, on_head_outputs),
+        _capture_inputs([_final_norm(model)], on_final_norm),
+    ):
+        # The base model stops at the final norm: no (batch, pos, vocab) logits are ever built.
+        model.model.base_model(input_ids=chunk, attention_mask=attention_mask, use_cache=False)
+    copying_sum = (direct / divisor[0][None, :, None]).sum(dim=1).double().cpu()  # (layer, head)
+    return pattern_sums, copying_sum, len(pair_seq)
+
+
+@torch.no_grad()
+def score_patterns(
+    model: LoadedModel, tokens: Tensor, batch_size: int, lengths: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Every metric in METRICS, each (layer, head), over the rows of `tokens`, `batch_size` rows per pass.
+
+    Pattern metrics are means of per-sequence mul scores; copying is the mean over all induction targets.
+    """
+    n = tokens.shape[0]
+    longest = int(lengths.max()) if lengths is not None else tokens.shape[1]
+    if longest > model.n_ctx:
+        raise ValueError(
+            f"probe sequences have up to {longest} tokens but the model's context is {model.n_ctx}; "
+            "lower repeat_len (re-encoding can lengthen reference-probe sequences)"
+        )
+    unembed_mean = model.model.get_output_embeddings().weight.float().mean(dim=0)  # (d_model,)
+    totals = {m: torch.zeros(model.n_layers, model.n_heads, dtype=torch.float64) for m in METRICS}
+    n_targets = 0
+    for start in range(0, n, batch_size):
+        chunk_lengths = None if lengths is None else lengths[start : start + batch_size]
+        pattern_sums, copying_sum, chunk_targets = _score_chunk(
+            model, tokens[start : start + batch_size], chunk_lengths, unembed_mean
+        )
+        for metric, value in pattern_sums.items():
+            totals[metric] += value
+        totals["copying"] += copying_sum
+        n_targets += chunk_targets
+    # A probe without a single induction target leaves copying undefined: 0/0 is NaN, stored as flagged.
+    denominators = {**{m: n for m in PATTERN_METRICS}, "copying": n_targets}
+    return {m: (totals[m] / denominators[m]).float() for m in METRICS}
+
+
+def score_induction(
+    model: LoadedModel, probe: Tensor, config: InductionConfig, lengths: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Induction, previous-token, duplicate-token and copying scores, each (layer, head).
+
+    `probe` is `make_probe(...)` for config.probe == 'clean', or the tokens of `make_reference_probe(...)`
+    with its `lengths` for 'reference'.
+    """
+    if (config.probe == "reference") != (lengths is not None):
+        raise ValueError(
+            f"config.probe is {config.probe!r} but lengths were {'given' if lengths is not None else 'not given'}; "
+            "pass both outputs of make_reference_probe for 'reference', only the make_probe tensor for 'clean'"
+        )
+    return score_patterns(model, probe, config.batch_size, lengths)

@@ -1,0 +1,195 @@
+"""Score one loaded checkpoint: every head's induction-family and FV scores plus model-level metrics.
+
+`CheckpointScorer` holds what stays fixed across a model's checkpoints — the induction probe, the FV
+prompt set and the held-out text — built once from the tokenizer and reused for every revision.
+Its `score` returns warehouse-ready Polars frames. This is the notebook API:
+
+    scorer = CheckpointScorer(tokenizer, builtin_tasks(), ScoringConfig())
+    scored = scorer.score(load_model(path), provenance_for(...))
+    scored.head_scores  # pl.DataFrame, one row per (layer, head, metric)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+
+import polars as pl
+import torch
+from torch import Tensor
+
+from dynamics.ablations import HeldoutTokens
+from dynamics.adapters import LoadedModel
+from dynamics.icl_experiments import IclExperimentConfig, build_icl_inputs, run_icl_experiments
+from dynamics.prompts import PromptSet
+from dynamics.provenance import Provenance
+from dynamics.rows import checkpoint_metric_rows, head_score_rows, head_task_score_rows
+from dynamics.scorers.function_vectors import (
+    FunctionVectorConfig,
+    build_function_vector_prompts,
+    score_function_vector_heads,
+)
+from dynamics.scorers.induction import InductionConfig, make_probe, ordinary_token_ids, score_induction
+from dynamics.scorers.token_loss import token_loss_score
+from dynamics.tasks import IclTask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TokenLossConfig:
+    """Positions of the ICL token-loss score (algorithms.md §4 uses 50 and 500 on 1024-token rows)."""
+
+    early: int = 50
+    late: int = 500
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.early < self.late:
+            raise ValueError(f"token-loss positions need 0 ≤ early < late (got early={self.early}, late={self.late})")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """What to score per checkpoint. `function_vectors=None` skips the FV score, `icl=None` the ICL
+    experiments (few-shot accuracy at every checkpoint; ablations and FV execution where asked)."""
+
+    induction: InductionConfig = field(default_factory=InductionConfig)
+    function_vectors: FunctionVectorConfig | None = field(default_factory=FunctionVectorConfig)
+    token_loss: TokenLossConfig = field(default_factory=TokenLossConfig)
+    icl: IclExperimentConfig | None = field(default_factory=IclExperimentConfig)
+
+    def __post_init__(self) -> None:
+        if self.icl is not None and (self.icl.means_from == "fv_prompts") != (self.function_vectors is not None):
+            raise ValueError("icl.means_from must be 'fv_prompts' exactly when FV heads are scored "
+                             "(else 'evaluation_prompts')")
+
+    def settings(self) -> dict:
+        """Everything that changes a score (batch sizes excluded: scores do not depend on them)."""
+        fv = None
+        if self.function_vectors is not None:
+            fv = {k: v for k, v in asdict(self.function_vectors).items() if k not in ("batch_size", "unembed_rows")}
+        return {
+            "induction": self.induction.settings(),
+            "function_vectors": fv,
+            "token_loss": asdict(self.token_loss),
+            "icl": None if self.icl is None else self.icl.settings(),
+        }
+
+
+def tasks_fingerprint(tasks: Mapping[str, IclTask]) -> str:
+    """Hash of the tasks' names and pools, so changed task files give a new settings hash."""
+    blob = json.dumps({name: [task.train, task.valid] for name, task in sorted(tasks.items())}).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def prompt_rows(prompt_set: PromptSet) -> pl.DataFrame:
+    """Warehouse `prompts` rows; `prompt` holds the full record, so `PromptSet.from_records` rebuilds the set."""
+    records = prompt_set.to_records()
+    return pl.DataFrame(
+        {
+            "task": [r["task"] for r in records],
+            "kind": [r["kind"] for r in records],
+            "idx": [r["index"] for r in records],
+            "prompt": [json.dumps(r, ensure_ascii=False) for r in records],
+            "target": [r["target"] for r in records],
+        },
+        schema={"task": pl.Utf8, "kind": pl.Utf8, "idx": pl.Int32, "prompt": pl.Utf8, "target": pl.Utf8},
+    )
+
+
+@dataclass
+class ScoredCheckpoint:
+    """A checkpoint's rows for the warehouse."""
+
+    head_scores: pl.DataFrame
+    head_task_scores: pl.DataFrame
+    checkpoint_metrics: pl.DataFrame
+    prompts: pl.DataFrame  # the FV prompts scored with (empty when FV is skipped)
+    ablations: pl.DataFrame  # head-ablation results (empty unless asked for at this checkpoint)
+    dtype: str  # precision the scores were computed in (FV may fall back to float32)
+
+
+def _fitting_tasks(prompt_set: PromptSet, n_ctx: int) -> PromptSet:
+    """Leave out (and log) FV tasks whose prompts do not fit the context; the prompts table records the rest."""
+    fitting = prompt_set.fitting(n_ctx)
+    dropped = sorted(set(prompt_set.task_names) - set(fitting.task_names))
+    if not fitting.tasks:
+        raise ValueError(f"no FV task's prompts fit the model's {n_ctx}-token context; use fewer shots (--shots)")
+    if dropped:
+        log.warning("%d FV task(s) have prompts longer than the %d-token context and are left out: %s",
+                    len(dropped), n_ctx, ", ".join(dropped))
+    return fitting
+
+
+class CheckpointScorer:
+    """Probe, prompts and held-out text for one model's checkpoints, built once."""
+
+    def __init__(
+        self,
+        tokenizer,
+        tasks: Mapping[str, IclTask],
+        config: ScoringConfig = ScoringConfig(),
+        heldout_tokens: Tensor | None = None,
+        *,
+        evaluation_tasks: Mapping[str, IclTask] | None = None,
+        n_ctx: int | None = None,
+    ) -> None:
+        """`evaluation_tasks` (default: `tasks`) are the few-shot accuracy and ablation tasks; with `n_ctx`
+        those whose prompts do not fit the context are left out (logged)."""
+        self.config = config
+        bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.probe = make_probe(ordinary_token_ids(tokenizer), bos_id, config.induction)
+        self.prompt_set = None
+        if config.function_vectors is not None:
+            self.prompt_set = build_function_vector_prompts(tasks, tokenizer, config.function_vectors)
+            if n_ctx is not None:
+                self.prompt_set = _fitting_tasks(self.prompt_set, n_ctx)
+        self.heldout_tokens = heldout_tokens
+        self.icl_inputs = None
+        if config.icl is not None:
+            heldout = None
+            if heldout_tokens is not None:
+                heldout = HeldoutTokens(heldout_tokens, config.token_loss.early, config.token_loss.late)
+            self.icl_inputs = build_icl_inputs(evaluation_tasks or tasks, tokenizer, config.icl, n_ctx=n_ctx, heldout=heldout)
+
+    def score(self, model: LoadedModel, provenance: Provenance, ablate: bool = False) -> ScoredCheckpoint:
+        """Score every head of `model` and its model-level metrics; rows carry `provenance`.
+
+        `ablate` also runs the head-ablation grid and FV execution (costly; a few checkpoints per model).
+        """
+        head = score_induction(model, self.probe, self.config.induction)
+        per_task: dict[str, Tensor] = {}
+        dtype = provenance.dtype
+        prompts = pl.DataFrame()
+        means = None
+        if self.prompt_set is not None:
+            self.prompt_set.check_fits(model.n_ctx)
+            fv = score_function_vector_heads(model, self.prompt_set, self.config.function_vectors)
+            head["fv"], means = fv.fv, fv.means
+            per_task = {task: {"fv": scores} for task, scores in fv.per_task.items()}
+            dtype = str(fv.dtype).removeprefix("torch.")
+            prompts = prompt_rows(self.prompt_set)
+        provenance = replace(provenance, dtype=dtype)
+        metrics = {}
+        if self.heldout_tokens is not None:
+            metrics = token_loss_score(
+                model, self.heldout_tokens, self.config.token_loss.early, self.config.token_loss.late
+            )
+        metric_rows = checkpoint_metric_rows(metrics, provenance)
+        ablations = pl.DataFrame()
+        if self.icl_inputs is not None:
+            icl_config = self.config.icl if ablate else replace(self.config.icl, ablation=None, function_vector_execution=None)
+            icl = run_icl_experiments(model, self.icl_inputs, head, means, provenance, icl_config)
+            metric_rows = pl.concat([metric_rows, icl.checkpoint_metrics])
+            ablations = icl.ablations
+        return ScoredCheckpoint(
+            head_scores=head_score_rows(head, provenance),
+            head_task_scores=head_task_score_rows(per_task, provenance),
+            checkpoint_metrics=metric_rows,
+            prompts=prompts,
+            ablations=ablations,
+            dtype=dtype,
+        )

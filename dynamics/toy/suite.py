@@ -1,0 +1,270 @@
+"""The toy model suite: configs, presets, the cache, and training every model of a suite.
+
+A suite is a family of small GPT-NeoX models trained on the same offline corpus, with checkpoints on a
+Pythia-like schedule, laid out as `LocalSource` reads them:
+
+    <suite_dir>/suite.json                      manifest (config, hash, corpus hash, per-step scores)
+    <suite_dir>/heldout.safetensors             held-out rows for the token-loss score ("tokens")
+    <suite_dir>/<model>/tokenizer.json …        the suite's tokenizer (save_pretrained)
+    <suite_dir>/<model>/step<N>/                config.json, model.safetensors, tokenizer files
+
+The directory is keyed on a hash of the full config, so a second call with the same config reuses it.
+`suite.json` is written last: a folder without it is an interrupted run and is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from safetensors.torch import save_file
+
+from dynamics.toy.corpus import CorpusConfig, generate_texts, heldout_rows, pack_documents
+from dynamics.scorers.induction import ordinary_token_ids
+from dynamics.toy.tokenizer import BOS_TEXT, train_tokenizer
+from dynamics.toy.train import ProbeSettings, ToyModelSpec, TrainSettings, score_checkpoints, train_model
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "suite.json"
+HELDOUT = "heldout.safetensors"  # held-out story rows under the key "tokens" (never trained on)
+FORMAT_VERSION = 1  # bump when the layout or the training code changes what a config produces
+
+
+def checkpoint_schedule(total: int, every: int, dense: tuple[int, int, int] | None = None) -> tuple[int, ...]:
+    """Pythia-like steps: 0, 1, 2, 4, … below `every`, then every `every` up to `total`.
+
+    `dense = (start, stop, step)` adds extra steps where the induction jump happens.
+    """
+    steps = {0, total} | {2**i for i in range(total.bit_length()) if 2**i < every}
+    steps |= set(range(every, total + 1, every))
+    if dense is not None:
+        steps |= {s for s in range(*dense) if s <= total}
+    return tuple(sorted(steps))
+
+
+@dataclass(frozen=True)
+class ToySuiteConfig:
+    """Everything that determines a suite's weights (and therefore its cache key)."""
+
+    models: tuple[ToyModelSpec, ...]
+    train: TrainSettings
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    vocab_size: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        names = [m.name for m in self.models]
+        if not names or len(set(names)) != len(names):
+            problems.append(f"models must be non-empty with distinct names (got {names})")
+        steps = self.train.steps
+        if list(steps) != sorted(set(steps)) or not steps or steps[0] != 0:
+            problems.append(f"train.steps must be sorted, distinct and start at 0 (got {steps[:5]}…)")
+        if self.train.context_length < 2 * self.probe.induction.repeat_len + 1:
+            problems.append(
+                f"context_length {self.train.context_length} is shorter than the induction probe "
+                f"(1 + 2·{self.probe.induction.repeat_len} tokens)"
+            )
+        if self.probe.late > self.train.context_length - 2:
+            problems.append(f"probe.late {self.probe.late} must be ≤ context_length − 2")
+        if problems:
+            raise ValueError(f"ToySuiteConfig has {len(problems)} problem(s): " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    def config_hash(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+PRESETS: dict[str, ToySuiteConfig] = {
+    # CPU: two width-64 models that differ only in head width (2 heads × 32 vs 1 head × 64), trained
+    # in parallel processes; the induction jump comes around steps 1,500-3,000, hence the dense window.
+    # (4 heads × 16 at this width had not jumped by step 1,500 without text rows nor by 3,000 with
+    # them: with 4 rotary dims per head the previous-token head is slow to form.)
+    "default": ToySuiteConfig(
+        models=(ToyModelSpec("toy-64d-2h", 64, 2, 2), ToyModelSpec("toy-64d-1h", 64, 1, 2)),
+        train=TrainSettings(steps=checkpoint_schedule(4000, every=500, dense=(1200, 3000, 200))),
+    ),
+    # GPU (--device cuda): wider models, more head widths and a deeper model, larger batches
+    "medium": ToySuiteConfig(
+        models=(
+            ToyModelSpec("toy-128d-2h", 128, 2, 2), ToyModelSpec("toy-128d-4h", 128, 4, 2),
+            ToyModelSpec("toy-128d-8h", 128, 8, 2), ToyModelSpec("toy-128d-4h-4l", 128, 4, 4),
+        ),
+        train=TrainSettings(
+            steps=checkpoint_schedule(8000, every=500, dense=(500, 4000, 100)), repeat_rows=64, text_rows=4
+        ),
+    ),
+}
+
+
+def preset(name: str, *, seed: int | None = None, device: str | None = None) -> ToySuiteConfig:
+    """A preset config, optionally with another seed or device (both change the cache key)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown toy preset {name!r}; choose one of {', '.join(PRESETS)}")
+    config = PRESETS[name]
+    if device is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, device=device))
+    if seed is not None:
+        config = dataclasses.replace(config, seed=seed)
+    return config
+
+
+def cache_root() -> Path:
+    """`$DYNAMICS_HOME/toy`, default `~/.cache/training-dynamics/toy` (like `HF_HOME` for the Hub cache)."""
+    home = os.environ.get("DYNAMICS_HOME") or Path.home() / ".cache" / "training-dynamics"
+    return Path(home) / "toy"
+
+
+def read_manifest(suite_dir: Path) -> dict:
+    """The parsed `suite.json` of a finished suite."""
+    path = Path(suite_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in {suite_dir}; it is not a finished toy suite (run `dynamics toy`)")
+    return json.loads(path.read_text())
+
+
+def heldout_file(suite_dir: Path) -> Path:
+    """The suite's held-out token rows, (rows, context_length) under the key "tokens"."""
+    return Path(suite_dir) / HELDOUT
+
+
+def token_loss_positions(manifest: dict) -> tuple[int, int]:
+    """(early, late) token positions the suite's token-loss score uses (the reference's 50/500 do not fit)."""
+    probe = manifest["config"]["probe"]
+    return probe["early"], probe["late"]
+
+
+def ensure_suite(
+    preset_name: str = "default", *, out: Path | None = None, seed: int | None = None,
+    device: str | None = None, force: bool = False,
+) -> Path:
+    """The directory of a trained suite for a preset, training it only if the cache lacks it."""
+    return train_suite(preset(preset_name, seed=seed, device=device), out=out, force=force)
+
+
+def train_suite(config: ToySuiteConfig, out: Path | None = None, force: bool = False) -> Path:
+    """Train every model of `config` (or reuse a finished suite with the same config) and return its dir.
+
+    Args:
+        out: the suite directory; default `cache_root() / config.config_hash()`.
+        force: retrain even if `out` holds a finished suite (of this or another config).
+    """
+    suite_dir = Path(out) if out is not None else cache_root() / config.config_hash()
+    suite_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(suite_dir) + ".lock"):  # concurrent callers wait for one trainer
+        if _reusable(suite_dir, config, force):
+            log.info("reusing toy suite in %s", suite_dir)
+            return suite_dir
+        _clear(suite_dir)
+        _build(config, suite_dir)
+    return suite_dir
+
+
+def _reusable(suite_dir: Path, config: ToySuiteConfig, force: bool) -> bool:
+    if not (suite_dir / MANIFEST).is_file():
+        if suite_dir.is_dir() and any(suite_dir.iterdir()) and not (suite_dir / ".incomplete").exists():
+            raise FileExistsError(f"{suite_dir} is not empty and holds no toy suite; choose an empty or new --out folder")
+        return False
+    found = read_manifest(suite_dir).get("config_hash")
+    if force:
+        return False
+    if found != config.config_hash():
+        raise FileExistsError(
+            f"{suite_dir} holds a toy suite of another config (hash {found}, wanted {config.config_hash()}); "
+            "pass --force to overwrite it or choose another --out folder"
+        )
+    return True
+
+
+def _clear(suite_dir: Path) -> None:
+    if suite_dir.exists():
+        shutil.rmtree(suite_dir)
+    suite_dir.mkdir(parents=True)
+    (suite_dir / ".incomplete").touch()
+
+
+def _build(config: ToySuiteConfig, suite_dir: Path) -> None:
+    start = time.perf_counter()
+    documents, stories = generate_texts(config.seed, config.corpus)
+    # BOS is an added special token: keep it out of the merges
+    tokenizer = train_tokenizer((doc.replace(BOS_TEXT, "") for doc in documents), config.vocab_size)
+    context = config.train.context_length
+    text_rows = pack_documents(tokenizer, documents, context)  # (rows, T)
+    heldout = heldout_rows(tokenizer, stories, context)  # (rows, T)
+    ordinary_ids = ordinary_token_ids(tokenizer)
+    save_file({"tokens": heldout}, heldout_file(suite_dir))
+    for spec in config.models:
+        tokenizer.save_pretrained(suite_dir / spec.name)
+    jobs = [
+        (spec, config, text_rows, heldout, ordinary_ids, len(tokenizer), suite_dir / spec.name, i)
+        for i, spec in enumerate(config.models)
+    ]
+    scores = _run_jobs(jobs, config.train.device)
+    for spec in config.models:
+        for step in config.train.steps:
+            tokenizer.save_pretrained(suite_dir / spec.name / f"step{step}")
+    manifest = {
+        "config_hash": config.config_hash(),
+        "config": config.to_dict(),
+        "models": [spec.name for spec in config.models],
+        "steps": list(config.train.steps),
+        "seed": config.seed,
+        "corpus_sha256": hashlib.sha256(text_rows.numpy().tobytes() + heldout.numpy().tobytes()).hexdigest(),
+        "corpus_tokens": {"train": text_rows.numel(), "heldout": heldout.numel()},
+        "elapsed_s": round(time.perf_counter() - start, 1),
+        "checkpoint_scores": dict(zip([spec.name for spec in config.models], scores)),
+    }
+    (suite_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    (suite_dir / ".incomplete").unlink()
+
+
+def _run_jobs(jobs: list[tuple], device: str) -> list[list[dict]]:
+    """Train and score each model; on CPU one process per model, as many at once as there are cores.
+
+    CPU training always runs with one torch thread: the thread count changes the order of float
+    reductions, so fixing it makes the weights depend on the seed alone, not on the machine's cores.
+    """
+    if device != "cpu":
+        return [_train_and_score(*job) for job in jobs]
+    if len(jobs) == 1:
+        with _torch_threads(1):
+            return [_train_and_score(*jobs[0])]
+    context = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
+    with context.Pool(min(len(jobs), os.cpu_count() or 1), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return pool.starmap(_train_and_score, jobs)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_and_score(
+    spec: ToyModelSpec, config: ToySuiteConfig, text_rows: torch.Tensor, heldout: torch.Tensor,
+    ordinary_ids: torch.Tensor, vocab_size: int, model_dir: Path, position: int,
+) -> list[dict]:
+    seed = config.seed * 1000 + position  # models differ in initialisation, not in data order alone
+    train_model(spec, config.train, seed, text_rows, ordinary_ids, vocab_size, model_dir, position)
+    return score_checkpoints(model_dir, config.train.steps, ordinary_ids, heldout, config.probe, config.train.device)

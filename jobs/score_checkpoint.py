@@ -1,0 +1,68 @@
+"""`dynamics score`: score one checkpoint and print a per-layer summary (no Ray, no warehouse)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import polars as pl
+
+from dynamics.catalogue import step_for_revision
+from jobs.sweep_plan import WorkItem
+from jobs.sweep_targets import build_targets
+from jobs.sweep_worker import ScoringWorker
+
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="Hugging Face model id, e.g. EleutherAI/pythia-70m-deduped")
+    source.add_argument("--local", type=Path, help="a local run: folder of step<N>/ checkpoints")
+    parser.add_argument("--revision", required=True, help="revision to score, e.g. step1000 (or main)")
+    parser.add_argument("--tasks", help="Todd-format task folder (the reference's 29 FV tasks); default: built-in tasks")
+    parser.add_argument("--no-fv", action="store_true", help="skip the FV score")
+    parser.add_argument("--fv-prompts", type=int, help="clean and corrupted prompts per task (default 100)")
+    parser.add_argument("--induction-sequences", type=int, help="induction probe sequences (default 1000)")
+    parser.add_argument("--heldout", help="text, JSONL or Parquet file for the ICL token-loss score")
+    parser.add_argument("--cache-dir", type=Path, help="Hugging Face cache (default: HF's)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--out", type=Path, help="also write every head-score row to this Parquet file")
+
+
+def run(args: argparse.Namespace) -> int:
+    step = step_for_revision(args.revision)
+    plan = argparse.Namespace(
+        model=[args.model] if args.model else None, local=[str(args.local)] if args.local else None,
+        steps=str(step), tasks=args.tasks, no_fv=args.no_fv, fv_prompts=args.fv_prompts,
+        induction_sequences=args.induction_sequences, heldout=args.heldout, cache_dir=args.cache_dir,
+        max_cache_gb=None, actors=None, toy_preset=None,
+    )
+    [target] = build_targets(plan)
+    worker = ScoringWorker([target], args.device)
+    result = worker.score(WorkItem(target.model_id, target.revisions[0], step), None, {})
+    if result.status == "failed":
+        raise ValueError(f"scoring {target.model_id} {args.revision} failed: {result.error}")
+    rows = result.scored.head_scores
+    if args.out:
+        rows.write_parquet(args.out)
+    print(f"{target.model_id} {args.revision} ({result.scored.dtype}, weights sha256 {result.checkpoint['weights_sha256'][:12]})")
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_type=True, float_precision=4):
+        print(layer_summary(rows))
+    for name, value in sorted(_metrics(result.scored.checkpoint_metrics).items()):
+        print(f"{name}: {value:.4f}")
+    return 0
+
+
+def layer_summary(rows: pl.DataFrame) -> pl.DataFrame:
+    """Per layer and metric: the best head and its score, and the mean over heads."""
+    best = (
+        rows.filter(pl.col("value").is_not_null())
+        .sort("value", descending=True)
+        .group_by("layer", "metric", maintain_order=True)
+        .agg(pl.col("head").first().alias("best_head"), pl.col("value").first().alias("best"), pl.col("value").mean().alias("mean"))
+    )
+    return best.pivot(on="metric", index="layer", values=["best_head", "best", "mean"]).sort("layer")
+
+
+def _metrics(frame: pl.DataFrame) -> dict[str, float]:
+    return {m: v for m, v in frame.select("metric", "value").iter_rows() if v is not None}

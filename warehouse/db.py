@@ -1,0 +1,183 @@
+"""Opening the warehouse file: short-lived connections, the schema, and one-line errors.
+
+DuckDB lets one read-write process *or* any number of read-only processes hold a database file, never
+both at once (duckdb.org/docs/current/connect/concurrency). So nobody keeps the file open: the single
+writer (the sweep driver) opens it, writes one checkpoint in one transaction and closes it; readers
+open it read-only for one query and close it. Whoever finds the file locked retries with jittered
+exponential backoff until `lock_timeout_s` and then raises `WarehouseBusyError`.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+SCHEMA_VERSION = 1  # the version schema.sql inserts; a test keeps the two equal
+LOCK_TIMEOUT_S = 60.0
+_FIRST_BACKOFF_S = 0.02
+# the writer retries more eagerly than readers: it needs a moment when no reader holds the file,
+# while a reader only needs the writer's single transaction to end
+_MAX_BACKOFF_S = {"read": 0.25, "write": 0.05}
+
+
+class WarehouseBusyError(TimeoutError):
+    """Another process kept the warehouse file locked for longer than the caller would wait."""
+
+
+def schema_sql() -> list[str]:
+    """The schema script followed by every `sql/*.sql` (views and macros), in the order applied."""
+    package = resources.files("warehouse")
+    scripts = [package.joinpath("schema.sql").read_text()]
+    views = sorted((p for p in package.joinpath("sql").iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+    return scripts + [p.read_text() for p in views]
+
+
+@contextmanager
+def connect_write(path: str | Path, lock_timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection with the schema applied, closed on exit. Creates the file if needed.
+
+    Keep the block short (one checkpoint's transaction): while it is open, no reader can open the file.
+    """
+    path = Path(path)
+    _check_writable_location(path)
+    con = _open(path, read_only=False, lock_timeout_s=lock_timeout_s)
+    try:
+        _check_version(con, path)
+        _apply_schema(con, path)
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def connect_read(path: str | Path, lock_timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection, closed on exit. Raises FileNotFoundError when there is no warehouse yet."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no warehouse at {path}; check the path or create it with `dynamics sweep --warehouse {path}`"
+        )
+    if path.is_dir():
+        raise ValueError(f"warehouse path {path} is a directory; pass the .duckdb file inside it")
+    con = _open(path, read_only=True, lock_timeout_s=lock_timeout_s)
+    try:
+        _check_version(con, path)
+        yield con
+    finally:
+        con.close()
+
+
+def translate_error(path: Path, err: duckdb.Error) -> Exception:
+    """A one-line user-facing exception for a DuckDB error raised while using the file at `path`."""
+    message = first_line(err)
+    lowered = message.lower()
+    if "no space left" in lowered or "file too large" in lowered:
+        return OSError(errno.ENOSPC, f"could not write the warehouse {path}: {message}; free disk space "
+                       "(or move the warehouse) and rerun — nothing from the failed write was kept")
+    if "permission denied" in lowered or "read-only file system" in lowered:
+        return PermissionError(f"cannot write the warehouse {path} ({message}); make the file and its folder "
+                               "writable or pass another --warehouse path")
+    if "not a valid duckdb database file" in lowered:
+        return ValueError(f"{path} is not a DuckDB warehouse file; pass a warehouse written by `dynamics sweep` "
+                          "or a path that does not exist yet")
+    if "different configuration" in lowered:
+        return ValueError(f"{path} is already open in this process in another mode; close that connection "
+                          "first (warehouse connections are meant to be short-lived)")
+    return ValueError(f"warehouse {path}: {message}")
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back if a transaction is still open: a COMMIT that failed (e.g. disk full) has already ended it."""
+    try:
+        con.rollback()
+    except duckdb.TransactionException:
+        pass
+
+
+def first_line(err: BaseException) -> str:
+    """DuckDB's message without its 'LINE 1: …' caret block or context lines."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _check_writable_location(path: Path) -> None:
+    if path.is_dir():
+        raise ValueError(f"warehouse path {path} is a directory; pass a file path such as {path / 'warehouse.duckdb'}")
+    parent = path.parent
+    if not parent.exists():
+        raise FileNotFoundError(
+            f"the folder of warehouse {path} does not exist; create {parent} first or pass another path"
+        )
+    if not parent.is_dir():
+        raise NotADirectoryError(f"the parent of warehouse {path} is not a folder ({parent}); pass another path")
+
+
+def _is_lock_conflict(err: duckdb.Error) -> bool:
+    return "could not set lock" in str(err).lower()
+
+
+def _open(path: Path, read_only: bool, lock_timeout_s: float) -> duckdb.DuckDBPyConnection:
+    """Connect, retrying while another process holds a conflicting lock on the file."""
+    deadline = time.monotonic() + lock_timeout_s
+    backoff_s = _FIRST_BACKOFF_S
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as err:
+            if not _is_lock_conflict(err):
+                raise translate_error(path, err) from err
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise WarehouseBusyError(
+                    f"another process has held the warehouse {path} for over {lock_timeout_s:g} s; wait for it to "
+                    "finish (a sweep only holds it while writing one checkpoint) or stop it"
+                ) from err
+            # jitter keeps a reader loop and the writer from retrying in lockstep
+            time.sleep(min(remaining_s, backoff_s * random.uniform(0.5, 1.0)))
+            backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S['read' if read_only else 'write'])
+
+
+def _stored_schema(con: duckdb.DuckDBPyConnection) -> tuple[int | None, str | None]:
+    """(version, sql_sha256) recorded in the file, or (None, None) for a file without the schema yet."""
+    try:
+        return con.execute("SELECT max(version), arg_max(sql_sha256, version) FROM schema_version").fetchall()[0]
+    except duckdb.CatalogException:
+        return None, None
+
+
+def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    version, _ = _stored_schema(con)
+    if version is not None and version > SCHEMA_VERSION:
+        raise ValueError(
+            f"warehouse {path} has schema version {version} but this package reads version {SCHEMA_VERSION}; "
+            "upgrade the training-dynamics package"
+        )
+
+
+def _apply_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Create missing tables and (re)create the views and macros, all in one transaction.
+
+    Skipped when the scripts are byte-identical to those last applied: re-running them costs ~70 ms
+    of the writer's lock time per checkpoint.
+    """
+    scripts = schema_sql()
+    digest = hashlib.sha256("\n".join(scripts).encode()).hexdigest()
+    if _stored_schema(con)[1] == digest:
+        return
+    con.begin()
+    try:
+        for script in scripts:
+            con.execute(script)
+        con.execute("UPDATE schema_version SET sql_sha256 = ? WHERE version = ?", [digest, SCHEMA_VERSION])
+        con.commit()
+    except duckdb.Error as err:
+        rollback(con)
+        raise translate_error(path, err) from err
