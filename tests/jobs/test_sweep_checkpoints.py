@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -119,8 +120,12 @@ def test_corrupt_checkpoint_is_recorded_as_failed_and_the_sweep_goes_on(sweep_ru
 @pytest.fixture
 def ray_cluster(tmp_path):
     """A Ray head and a second worker node on loopback, started with `ray start` as an operator would."""
-    env = sweep_env(tmp_path)
-    ray = str(Path(sys.executable).parent / "ray")
+    bin_dir = Path(sys.executable).parent
+    # as from an activated virtual environment, so the job's `python` is this one; and the cluster's own
+    # token, so that it needs nothing from ~/.ray (a fresh machine has none)
+    env = {**sweep_env(tmp_path), "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    ray = str(bin_dir / "ray")
     # own session folder, never another Ray's; short, because Ray's socket paths must fit 107 bytes
     temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     port, dashboard = "6391", "8271"
