@@ -122,9 +122,9 @@ def execute_function_vectors(
     if not config.filter_correct:
         keep = [torch.ones(len(t), dtype=torch.bool) for t in clean]
     elif clean_top1 is not None:
-        keep = [clean_top1[name].bool() for name in prompts.task_names]
+        keep = [clean_top1[name] == 1 for name in prompts.task_names]
     else:
-        keep = first_token_correct(model, clean, config.batch_size)
+        keep = [correct == 1 for correct in first_token_correct(model, clean, config.batch_size)]
 
     def kept(tasks: Sequence[Sequence[EncodedPrompt]]) -> list[list[EncodedPrompt]]:
         return [[p for p, k in zip(task, mask.tolist()) if k] for task, mask in zip(tasks, keep)]

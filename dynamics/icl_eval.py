@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import re
 import string
 from collections import Counter
@@ -207,6 +208,7 @@ def hooks(handles) -> Iterator[None]:
 class Generation:
     first_argmax: Tensor  # (batch,) argmax of the next-token logits at each prompt's last token
     new_ids: list[list[int]]  # per row: generated ids, cut before the stop id
+    finite: Tensor  # (batch,) bool: every logit the row was decoded from was finite (an argmax of NaN means nothing)
 
 
 def _step(model: LoadedModel, intervention: Intervention | None, positions: Tensor, **inputs):
@@ -227,7 +229,8 @@ def greedy_generate(
     mask = (torch.arange(n_pos, device=model.device)[None, :] < lengths[:, None]).long()  # (batch, pos)
     out = _step(model, intervention, lengths - 1, input_ids=ids, attention_mask=mask, use_cache=max_new_tokens > 1)
     head = model.model.get_output_embeddings()
-    token = head(out.last_hidden_state[rows, lengths - 1]).argmax(-1)  # (batch,)
+    logits = head(out.last_hidden_state[rows, lengths - 1])  # (batch, vocab)
+    token, finite = logits.argmax(-1), torch.isfinite(logits).all(-1)  # (batch,), (batch,)
     first, generated = token, [token]
     done = token == stop_id
     for step in range(1, max_new_tokens):
@@ -237,11 +240,13 @@ def greedy_generate(
         position_ids = (lengths + step - 1)[:, None]  # (batch, 1): right after the row's last token
         out = _step(model, intervention, torch.zeros_like(lengths), input_ids=token[:, None], attention_mask=mask,
                     position_ids=position_ids, past_key_values=out.past_key_values, use_cache=True)
-        token = head(out.last_hidden_state[:, -1]).argmax(-1)  # (batch,)
+        logits = head(out.last_hidden_state[:, -1])  # (batch, vocab)
+        token = logits.argmax(-1)  # (batch,)
+        finite &= done | torch.isfinite(logits).all(-1)
         generated.append(token)
         done |= token == stop_id
     new = torch.stack(generated, dim=1).tolist()  # (batch, steps)
-    return Generation(first, [row[: row.index(stop_id)] if stop_id in row else row for row in new])
+    return Generation(first, [row[: row.index(stop_id)] if stop_id in row else row for row in new], finite)
 
 
 # --- evaluation ---------------------------------------------------------------------------------------
@@ -282,9 +287,10 @@ def evaluate_few_shot(
     for batch in _length_sorted(tasks, config.batch_size):
         encoded = [p for _, _, p in batch]
         generation = greedy_generate(model, encoded, config.max_new_tokens, prompts.stop_id, intervention)
-        for (t, i, p), first, new in zip(batch, generation.first_argmax.tolist(), generation.new_ids):
-            top1[t][i] = float(first == p.target_id)
-            f1[t][i] = f1_score(parse_generation(prompts.decode(new)), p.prompt.target.strip())
+        for (t, i, p), first, new, finite in zip(batch, generation.first_argmax.tolist(), generation.new_ids,
+                                                 generation.finite.tolist()):
+            top1[t][i] = float(first == p.target_id) if finite else math.nan
+            f1[t][i] = f1_score(parse_generation(prompts.decode(new)), p.prompt.target.strip()) if finite else math.nan
     names = prompts.task_names
     return IclAccuracy(dict(zip(names, f1)), dict(zip(names, top1)))
 
@@ -294,10 +300,11 @@ def first_token_correct(
     model: LoadedModel, prompts: Sequence[Sequence[EncodedPrompt]], batch_size: int,
     intervention: Intervention | None = None,
 ) -> list[Tensor]:
-    """Per task, (prompt,) bools: is the argmax at the last prompt token the target's first token."""
-    correct = [torch.zeros(len(t), dtype=torch.bool) for t in prompts]
+    """Per task, (prompt,) 1.0 where the argmax at the last prompt token is the target's first token, else
+    0.0; NaN where the logits were not finite."""
+    correct = [torch.zeros(len(t)) for t in prompts]
     for batch in _length_sorted(prompts, batch_size):
         generation = greedy_generate(model, [p for _, _, p in batch], 1, stop_id=-1, intervention=intervention)
-        for (t, i, p), first in zip(batch, generation.first_argmax.tolist()):
-            correct[t][i] = first == p.target_id
+        for (t, i, p), first, finite in zip(batch, generation.first_argmax.tolist(), generation.finite.tolist()):
+            correct[t][i] = float(first == p.target_id) if finite else math.nan
     return correct

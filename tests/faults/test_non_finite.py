@@ -113,7 +113,6 @@ def test_nan_scores_are_stored_as_null_with_flag_non_finite(nan_scored, tmp_path
             assert numbers == 0 and nulls == flagged > 0 and unflagged_nulls == 0, table
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: few-shot accuracy takes the argmax of NaN logits and stores 0.0")
 def test_accuracy_of_a_model_with_nan_logits_is_not_stored_as_a_number(nan_scored):
     accuracy = nan_scored.checkpoint_metrics.filter(pl.col("metric").str.starts_with("fewshot_"))
     assert accuracy.height > 0 and accuracy["value"].is_null().all() and (accuracy["flag"] == "non_finite").all()
