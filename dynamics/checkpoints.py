@@ -89,15 +89,21 @@ def duplicate_of(fetched: FetchedCheckpoint, seen: dict[str, str]) -> str | None
     return None if first == fetched.revision else first
 
 
-class _Prefetcher:
-    """One background thread that fetches ahead; a later fetch of the same revision waits for it."""
+class _Prefetching:
+    """A source's fetch-ahead: one background thread; a later fetch of the same revision waits for it.
 
-    def __init__(self, fetch_now: Callable[[str], FetchedCheckpoint]) -> None:
-        self._fetch_now = fetch_now
+    Subclasses implement `_fetch_now` and call `super().__init__()`.
+    """
+
+    def __init__(self) -> None:
         self._executor: ThreadPoolExecutor | None = None
         self._pending: dict[str, Future[FetchedCheckpoint]] = {}
 
-    def start(self, revision: str) -> None:
+    def _fetch_now(self, revision: str) -> FetchedCheckpoint:
+        raise NotImplementedError
+
+    def prefetch(self, revision: str) -> None:
+        """Start fetching a revision (for the Hub: downloading; locally: hashing, which warms the page cache)."""
         if revision in self._pending:
             return
         if self._executor is None:
@@ -108,7 +114,7 @@ class _Prefetcher:
         pending = self._pending.pop(revision, None)
         return pending.result() if pending is not None else self._fetch_now(revision)
 
-    def discard(self, revision: str) -> None:
+    def _discard(self, revision: str) -> None:
         """Wait out a pending prefetch nobody will fetch; its error, if any, is only logged."""
         pending = self._pending.pop(revision, None)
         if pending is not None and (err := pending.exception()) is not None:
@@ -128,7 +134,7 @@ def _hash_weights(folder: Path, sidecar: Path | None) -> tuple[list[Path], str]:
     return weights, sha256_of_files(weights, sidecar)
 
 
-class LocalSource:
+class LocalSource(_Prefetching):
     """Checkpoints saved with `save_pretrained` as `root/step<N>/`, sorted by step.
 
     A tokenizer may sit in each step folder or once in `root` itself.
@@ -149,21 +155,14 @@ class LocalSource:
                 f"no checkpoints in {self.root}: expected step<N>/ subfolders holding config.json and weights "
                 "(as written by save_pretrained)"
             )
-        self._prefetcher = _Prefetcher(self._fetch_now)
+        super().__init__()
 
     def list_revisions(self) -> list[str]:
         return [self._steps[step] for step in sorted(self._steps)]
 
-    def fetch(self, revision: str) -> FetchedCheckpoint:
-        return self._prefetcher.fetch(revision)
-
-    def prefetch(self, revision: str) -> None:
-        """Hash (and so read into the page cache) a checkpoint in the background."""
-        self._prefetcher.start(revision)
-
     def release(self, revision: str) -> None:
         """Forget a pending prefetch; local checkpoints are the user's files and are never deleted."""
-        self._prefetcher.discard(revision)
+        self._discard(revision)
 
     def tokenizer_dir(self, revision: str) -> Path:
         for folder in (self._folder(revision), self.root):
@@ -195,7 +194,7 @@ class LocalSource:
         )
 
 
-class HubSource:
+class HubSource(_Prefetching):
     """Branches of a Hugging Face Hub model repo, fetched into (and evicted from) the local Hub cache.
 
     Args:
@@ -216,7 +215,7 @@ class HubSource:
         self._branches: dict[str, str] | None = None  # branch → commit, from the Hub (online only)
         self._held: dict[str, str] = {}  # revision → commit fetched and not yet released
         self._budget = SharedCacheBudget(self.cache_dir, max_cache_bytes)
-        self._prefetcher = _Prefetcher(self._fetch_now)
+        super().__init__()
 
     def list_revisions(self) -> list[str]:
         """The 154 step branches for Pythia repos; otherwise the repo's branches (offline: those cached)."""
@@ -225,16 +224,9 @@ class HubSource:
         names = self._cached_refs() if self._offline else list(self._hub_branches())
         return sorted(names, key=_revision_order)
 
-    def fetch(self, revision: str) -> FetchedCheckpoint:
-        return self._prefetcher.fetch(revision)
-
-    def prefetch(self, revision: str) -> None:
-        """Start downloading a revision in a background thread."""
-        self._prefetcher.start(revision)
-
     def release(self, revision: str) -> None:
         """The caller is done with the revision; it may now be evicted to respect the size bound."""
-        self._prefetcher.discard(revision)
+        self._discard(revision)
         commit = self._held.pop(revision, None)
         if commit is not None:
             self._budget.release(commit)
