@@ -36,10 +36,10 @@ from dynamics.scorers.function_vectors import (
     build_function_vector_prompts,
     score_function_vector_heads,
 )
-from dynamics.scorers.induction import InductionConfig, make_probe, score_induction
+from dynamics.scorers.induction import InductionConfig, make_probe, ordinary_token_ids, score_induction
 from dynamics.tasks import builtin_tasks
 from dynamics.toy.suite import ensure_suite, heldout_file, read_manifest, token_loss_positions
-from dynamics.scorers.induction import ordinary_token_ids
+from jobs.sweep_targets import TOY_DEFAULTS
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,8 +47,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--preset", default="default", help="toy suite preset")
     parser.add_argument("--models", help="comma-separated model names (default: all of the suite)")
     parser.add_argument("--steps", help="comma-separated steps (default: before, at and after the induction jump, final)")
-    parser.add_argument("--shots", type=int, default=5)
-    parser.add_argument("--queries", type=int, default=40, help="evaluation queries per task")
+    parser.add_argument("--shots", type=int, default=TOY_DEFAULTS["shots"], help="demonstrations per prompt (the toy sweep's)")
+    parser.add_argument("--queries", type=int, default=TOY_DEFAULTS["icl_queries"], help="evaluation queries per task")
     parser.add_argument("--fv-prompts", type=int, default=24, help="clean and corrupted FV prompts per task")
     parser.add_argument("--counts", default="2", help="absolute head counts added to the grid ('' for none)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
