@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -128,23 +129,42 @@ def ray_cluster(tmp_path):
     ray = str(bin_dir / "ray")
     # own session folder, never another Ray's; short, because Ray's socket paths must fit 107 bytes
     temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
-    port, dashboard = "6391", "8271"
+    port, dashboard, *agent_ports = free_ports(10)
     head = [ray, "start", "--head", "--num-cpus=1", f"--port={port}", "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}",
-            "--disable-usage-stats", "--include-dashboard=true"]
+            "--disable-usage-stats", "--include-dashboard=true", *node_ports(agent_ports[:4])]
     subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
     try:
         subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-                        "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
+                        "--disable-usage-stats", *node_ports(agent_ports[4:])], env=env, check=True,
+                       capture_output=True, timeout=120)
         address = f"http://127.0.0.1:{dashboard}"
-        wait_until_jobs_are_accepted(ray, address, env)
+        wait_until_jobs_are_accepted(ray, address, env, temp_dir)
         yield address, env, ray
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def wait_until_jobs_are_accepted(ray, address, env, timeout=180):
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def node_ports(ports: list[int]) -> list[str]:
+    """Each node's agents on ports of its own: by default both nodes of one machine would take the same
+    fixed agent port, and any process left holding it leaves the head without a job agent."""
+    flags = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+             "--metrics-export-port")
+    return [f"{flag}={p}" for flag, p in zip(flags, ports, strict=True)]
+
+
+def wait_until_jobs_are_accepted(ray, address, env, temp_dir, timeout=180):
     """`ray start` returns before the dashboard agent has registered; until it has, a submission is
     refused with "No available agent ... try again later", so probe with a trivial job first."""
     deadline = time.monotonic() + timeout
@@ -154,7 +174,9 @@ def wait_until_jobs_are_accepted(ray, address, env, timeout=180):
         if probe.returncode == 0:
             return
         if "No available agent" not in probe.stdout + probe.stderr or time.monotonic() > deadline:
-            raise AssertionError(probe.stdout[-3000:] + probe.stderr[-3000:])
+            agent_logs = sorted(temp_dir.glob("session_latest/logs/dashboard_agent*.log"))
+            tails = "".join(f"\n--- {log}\n" + log.read_text()[-3000:] for log in agent_logs)
+            raise AssertionError(probe.stdout[-3000:] + probe.stderr[-3000:] + tails)
         time.sleep(2)
 
 
