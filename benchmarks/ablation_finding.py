@@ -3,7 +3,7 @@
     python benchmarks/ablation_finding.py                      # default toy suite, steps chosen around the induction jump
     python benchmarks/ablation_finding.py --steps 400,800,2000 --queries 50 --counts 2
 
-Runs the full protocol of `dynamics.icl_experiments` on the toy suite (trained on first use,
+Runs the full protocol of `dynamics.experiments.runner` on the toy suite (trained on first use,
 `dynamics.toy.suite.ensure_suite`): per checkpoint, induction and FV head scores, clean few-shot
 accuracy, the ablation grid (induction / FV / random ranking, mean and zero ablation, with and
 without exclusion) with the token-loss score under ablation, and FV execution. Toy models have 4–8
@@ -26,10 +26,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from dynamics.ablations import REFERENCE_FRACTIONS, AblationConfig, HeldoutTokens
 from dynamics.adapters import load_model
-from dynamics.icl_eval import IclEvalConfig
-from dynamics.icl_experiments import IclExperimentConfig, build_icl_inputs, run_icl_experiments
+from dynamics.experiments.ablations import REFERENCE_FRACTIONS, AblationConfig, HeldoutTokens
+from dynamics.experiments.few_shot import IclEvalConfig
+from dynamics.experiments.runner import IclExperimentConfig, build_icl_inputs, run_icl_experiments
 from dynamics.provenance import Provenance
 from dynamics.scorers.function_vectors import (
     FunctionVectorConfig,
@@ -37,9 +37,9 @@ from dynamics.scorers.function_vectors import (
     score_function_vector_heads,
 )
 from dynamics.scorers.induction import InductionConfig, make_probe, ordinary_token_ids, score_induction
-from dynamics.tasks import builtin_tasks
+from dynamics.tasks.builtin import builtin_tasks
 from dynamics.toy.suite import ensure_suite, heldout_file, read_manifest, token_loss_positions
-from jobs.sweep_targets import TOY_DEFAULTS
+from jobs.sweep.targets import TOY_DEFAULTS
 
 
 def parse_args() -> argparse.Namespace:
@@ -103,7 +103,8 @@ def summarise(model_name: str, step: int, scores: dict, ablations: pl.DataFrame,
         for ranking in ("induction", "fv", "random"):
             cell = rows.filter((pl.col("fraction") == count) & (pl.col("method") == "mean") & (pl.col("ranking") == ranking))
             row[f"m_{ranking[:3]}_f1@{int(count)}"] = cell.filter(pl.col("metric") == "f1")["value"].mean()
-    for name in ("zero_shot", "zero_shot_fv", "zero_shot_random_fv", "shuffled", "shuffled_fv", "shuffled_random_fv", "n_queries"):
+    for name in ("zero_shot", "zero_shot_fv", "zero_shot_random_fv", "shuffled", "shuffled_fv", "shuffled_random_fv",
+                 "n_queries"):
         row[f"fvx_{name}"] = metric_values[f"fv_exec_{name}"]
     return row
 

@@ -1,8 +1,8 @@
 """FV scoring: the reference per-head loop against the fast path, same model, same prompts, same means.
 
-    python benchmarks/fv_scoring.py --layers 12 --heads 12 --d-model 192 --tasks 4 --corrupted 10
-    python benchmarks/fv_scoring.py --shape pythia-160m --device cuda --dtype bfloat16 --oracle-trials 1
-    python benchmarks/fv_scoring.py --checkpoint runs/toy/toy-s/step512
+    python -m benchmarks.fv_scoring --layers 12 --heads 12 --d-model 192 --tasks 4 --corrupted 10
+    python -m benchmarks.fv_scoring --shape pythia-160m --device cuda --dtype bfloat16 --oracle-trials 1
+    python -m benchmarks.fv_scoring --checkpoint runs/toy/toy-s/step512
 
 Times the indirect-effect phase of both implementations (the mean activations are computed once,
 batched, and shared; their time is printed separately). `--oracle-trials K` runs the oracle on the
@@ -17,21 +17,27 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
-from dynamics.adapters import LoadedModel, from_module, load_model
-from dynamics.prompts import PromptSet, TaskPrompts, build_prompt_set
+from benchmarks.random_models import NeoxShape, build_random_model
+from dynamics.adapters import LoadedModel, load_model
 from dynamics.scorers.function_vectors import (
     FunctionVectorConfig,
+    FunctionVectorScores,
     mean_head_activations,
     score_function_vectors,
     score_function_vectors_reference,
 )
-from dynamics.tasks import builtin_tasks
+from dynamics.tasks.base import IclTask
+from dynamics.tasks.builtin import builtin_tasks
+from dynamics.tasks.prompts import PromptSet, TaskPrompts, build_prompt_set
 from dynamics.toy.tokenizer import train_tokenizer
 
+T = TypeVar("T")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -61,24 +67,19 @@ def parse_args() -> argparse.Namespace:
 def build_model(args: argparse.Namespace) -> tuple[LoadedModel, str]:
     if args.checkpoint is not None:
         return load_model(args.checkpoint, dtype=DTYPES[args.dtype], device=args.device), str(args.checkpoint)
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    layers, heads, d_model, vocab, rotary_pct = args.layers, args.heads, args.d_model, args.vocab, 0.25
     if args.shape is not None:
-        from dynamics.catalogue import pythia_model
+        shape = NeoxShape.from_catalogue(args.shape)
+    else:
+        shape = NeoxShape("gpt_neox", args.layers, args.heads, args.d_model, args.vocab)
+    model = build_random_model(shape, args.device, DTYPES[args.dtype], init_range=args.init_range)
+    return model, f"random-weight {args.shape or 'gpt_neox'} (init std {args.init_range})"
 
-        shape = pythia_model(args.shape)
-        layers, heads, d_model, vocab = shape.n_layers, shape.n_heads, shape.d_model, shape.vocab_rows
-        rotary_pct = shape.rotary_dims / shape.d_head
-    config = GPTNeoXConfig(
-        hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=4 * d_model,
-        vocab_size=vocab, max_position_embeddings=2048, rotary_pct=rotary_pct, use_parallel_residual=True,
-        initializer_range=args.init_range, attn_implementation="sdpa",
-    )
-    torch.manual_seed(0)
-    model = GPTNeoXForCausalLM(config).to(device=args.device, dtype=DTYPES[args.dtype])
-    name = f"random-weight {args.shape or 'gpt_neox'} (init std {args.init_range})"
-    return from_module(model), name
+
+def task_tokenizer(tasks: Mapping[str, IclTask], vocab_size: int = 400):
+    """A byte-level BPE trained on the tasks' own Q:/A: texts; with a few thousand entries (every merge the
+    texts allow) prompts have about the token counts Pythia's tokenizer gives them."""
+    texts = [f"Q: {x}\nA: {y}\n\n" for task in tasks.values() for x, y in task.train + task.valid]
+    return train_tokenizer(texts, vocab_size=vocab_size)
 
 
 def load_tokenizer(args: argparse.Namespace, tasks: dict):
@@ -86,17 +87,25 @@ def load_tokenizer(args: argparse.Namespace, tasks: dict):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(args.checkpoint)
-    texts = [f"Q: {x}\nA: {y}\n\n" for task in tasks.values() for x, y in task.train + task.valid]
-    return train_tokenizer(texts, vocab_size=400)
+    return task_tokenizer(tasks)
+
+
+def prompt_subset(
+    prompt_set: PromptSet, n_tasks: int | None = None, n_clean: int | None = None, n_corrupted: int | None = None
+) -> PromptSet:
+    """The first `n_tasks` tasks of the set, each with its first `n_clean` clean and `n_corrupted` corrupted
+    prompts (None keeps all)."""
+    tasks = tuple(TaskPrompts(t.task, t.clean[:n_clean], t.corrupted[:n_corrupted]) for t in prompt_set.tasks[:n_tasks])
+    return PromptSet(tasks=tasks, seed=prompt_set.seed)
 
 
 def first_trials(prompt_set: PromptSet, n: int) -> PromptSet:
     """The same set with only the first `n` corrupted prompts of each task."""
-    tasks = tuple(TaskPrompts(t.task, t.clean, t.corrupted[:n]) for t in prompt_set.tasks)
-    return PromptSet(tasks=tasks, seed=prompt_set.seed)
+    return prompt_subset(prompt_set, n_corrupted=n)
 
 
-def timed(fn, device: str):
+def timed(fn: Callable[[], T], device: str | torch.device) -> tuple[T, float]:
+    """`fn()` and its wall time in seconds, the device's queued work included."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -106,7 +115,8 @@ def timed(fn, device: str):
     return result, time.perf_counter() - start
 
 
-def max_difference(a, b) -> float:
+def max_difference(a: FunctionVectorScores, b: FunctionVectorScores) -> float:
+    """The largest |difference| of two scorings' per-task scores, over every task and head."""
     return max(float((a.per_task[t] - b.per_task[t]).abs().max()) for t in a.per_task)
 
 

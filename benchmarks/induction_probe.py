@@ -17,10 +17,10 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from dynamics.adapters import LoadedModel, from_module
-from dynamics.catalogue import pythia_model
 from dynamics.scorers.induction import InductionConfig, make_probe, score_induction
+from dynamics.sources.catalogue import pythia_model
 
-ORDINARY_IDS = torch.arange(2, 50_254)  # Pythia's ordinary BPE ids (algorithms.md §1.7)
+ORDINARY_IDS = torch.arange(2, 50_254)  # Pythia's ordinary BPE ids (docs/methods.md, "Clean probe")
 
 
 def build_model(args: argparse.Namespace) -> LoadedModel:

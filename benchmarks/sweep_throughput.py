@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from dynamics.catalogue import pythia_model
+from dynamics.checkpoint_scorer import ScoringConfig
 from dynamics.scorers.function_vectors import FunctionVectorConfig
 from dynamics.scorers.induction import InductionConfig
-from dynamics.scoring import ScoringConfig
-from jobs.sweep_plan import ModelTarget, WorkItem, with_fingerprints
-from jobs.sweep_worker import ScoringWorker
+from dynamics.sources.catalogue import pythia_model
+from jobs.sweep.plan import WorkItem
+from jobs.sweep.targets import ModelTarget, with_fingerprints
+from jobs.sweep.worker import ScoringWorker
 
 
 def write_run(root: Path, n_checkpoints: int, layers: int, heads: int, d_model: int, vocab: int) -> list[int]:
@@ -108,7 +109,8 @@ def main() -> None:
         print(f"shape: {layers} layers × {heads} heads, d_model {d_model}, vocab {vocab}; {len(steps)} checkpoints "
               f"on {args.device}; FV {args.fv_prompts}+{args.fv_prompts} prompts per built-in task")
         serial = report("one after the other", sweep(target, args.device, prefetch=False))
-        overlapped = report("next checkpoint read in the background (the sweep)", sweep(replace(target), args.device, prefetch=True))
+        overlapped = report("next checkpoint read in the background (the sweep)",
+                            sweep(replace(target), args.device, prefetch=True))
     print(f"\nratio={serial / overlapped:.3f} (serial ÷ overlapped seconds per checkpoint)")
 
 

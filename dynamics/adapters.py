@@ -5,7 +5,7 @@ Scorers never name a model family. They ask a `LoadedModel` for:
   laid out head-major (head 0's d_head values first), as Todd et al. and Yin & Steinhardt hook it;
 - `capture_attention(reduce)`: attention probabilities per layer, handed to `reduce` as soon as a
   layer produces them (eager attention only for that pass), so no full activation cache is held;
-- `blocks`, `embed`, `logits_from_residual`, `position_embeddings`: the pieces the fast FV path needs
+- `blocks`, `logits_from_residual`, `position_embeddings`: the pieces the fast FV path needs
   to rerun a single token from a given block on.
 
 The per-family differences are a table (`FAMILIES`), not branching code.
@@ -16,12 +16,29 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from dynamics.errors import InputError, MissingInputError
+
+
+@contextlib.contextmanager
+def hooks(handles: Iterable[RemovableHandle]) -> Iterator[None]:
+    """Keep the given hooks registered for the body, and remove them however it ends.
+
+    Example: `with hooks([model.o_proj(3).register_forward_pre_hook(fn)]): model.model(ids)`
+    """
+    handles = list(handles)
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass(frozen=True)
@@ -73,7 +90,7 @@ FAMILIES: dict[str, Family] = {
 def family_of(model: nn.Module) -> Family:
     model_type = model.config.model_type
     if model_type not in FAMILIES:
-        raise ValueError(
+        raise InputError(
             f"model type {model_type!r} has no adapter; supported: {', '.join(sorted(FAMILIES))}"
         )
     return FAMILIES[model_type]
@@ -130,10 +147,6 @@ class LoadedModel:
     def o_proj(self, layer: int) -> nn.Module:
         return self.attention(layer).get_submodule(self.family.o_proj)
 
-    def hook_point(self, layer: int) -> str:
-        """Hugging Face's own name for the module whose input holds layer `layer`'s head outputs."""
-        return f"{self.family.blocks}.{layer}.{self.family.attention}.{self.family.o_proj}"
-
     def o_proj_weight(self, layer: int) -> Tensor:
         """W_O as (d_model, n_heads * d_head): column block h is head h's write matrix."""
         weight = self.o_proj(layer).weight
@@ -141,13 +154,6 @@ class LoadedModel:
 
     def head_slice(self, head: int) -> slice:
         return slice(head * self.d_head, (head + 1) * self.d_head)
-
-    def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
-        """Residual stream entering block 0."""
-        hidden = self.model.get_input_embeddings()(input_ids)
-        if self.family.position_embedding is not None:
-            hidden = hidden + self.model.get_submodule(self.family.position_embedding)(position_ids)
-        return hidden
 
     def position_embeddings(self, hidden: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor] | None:
         """(cos, sin) for rotary families, None otherwise."""
@@ -222,13 +228,10 @@ class LoadedModel:
 
             return on_output
 
-        with self.attention_implementation("eager"):
-            handles = [self.attention(l).register_forward_hook(hook(l)) for l in range(self.n_layers)]
-            try:
-                yield
-            finally:
-                for handle in handles:
-                    handle.remove()
+        with self.attention_implementation("eager"), hooks(
+            self.attention(l).register_forward_hook(hook(l)) for l in range(self.n_layers)
+        ):
+            yield
 
     def load_weights(self, weights_dir: Path) -> None:
         """Load a checkpoint of the same architecture into the already-built module, in place."""
@@ -246,7 +249,7 @@ class LoadedModel:
         # Tied or buffer-only keys (rotary inv_freq, GPT-2's masked bias) may be absent from files.
         missing = [k for k in missing if not _is_optional_key(self.model, k)]
         if missing or unexpected:
-            raise ValueError(
+            raise InputError(
                 f"checkpoint in {weights_dir} does not match the loaded architecture "
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]}); load it into a fresh model"
             )
@@ -288,7 +291,7 @@ def read_state_dict(weights_dir: Path) -> dict[str, Tensor]:
     import safetensors
     from safetensors.torch import load_file
 
-    from dynamics.weight_files import corrupt_file_error, select_weight_files
+    from dynamics.sources.weight_files import corrupt_file_error, select_weight_files
 
     state: dict[str, Tensor] = {}
     for shard in select_weight_files(weights_dir):
@@ -316,16 +319,16 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
-    from dynamics.weight_files import check_weight_file, select_weight_files
+    from dynamics.sources.weight_files import check_weight_file, select_weight_files
 
     checkpoint_dir = Path(checkpoint_dir)
     config_path = checkpoint_dir / "config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(f"no config.json in {checkpoint_dir}; is it a save_pretrained checkpoint?")
+        raise MissingInputError(f"no config.json in {checkpoint_dir}; is it a save_pretrained checkpoint?")
     try:
         json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{config_path} is not valid JSON ({err}); fetch the revision again") from err
+        raise InputError(f"{config_path} is not valid JSON ({err}); fetch the revision again") from err
     for path in select_weight_files(checkpoint_dir):  # a damaged file fails here, named, not deep in transformers
         check_weight_file(path)
     try:
@@ -333,7 +336,7 @@ def load_model(
             checkpoint_dir, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=False
         )
     except OSError as err:
-        raise ValueError(
+        raise InputError(
             f"cannot load the checkpoint in {checkpoint_dir} ({err}); its weight file may be corrupt or truncated: "
             "fetch the revision again"
         ) from err

@@ -2,8 +2,9 @@
 
 Accepted files: `.txt` (one document), `.jsonl` (one JSON object per line with a "text" field),
 `.parquet` (a "text" column) — each document prefixed with the BOS text and joined, then cut into rows
-that start with BOS, like TransformerLens' `tokenize_and_concatenate` does for the reference (§4) — or
+that start with BOS, like TransformerLens' `tokenize_and_concatenate` does for the reference — or
 `.safetensors` holding ready-made rows under the key "tokens" (what the toy suite saves).
+How the rows are used: docs/methods.md, "Held-out rows".
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from dynamics.errors import InputError, MissingInputError
+
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 
@@ -21,11 +24,12 @@ def check_heldout_file(path: Path, row_tokens: int) -> None:
     """Fail early, before any scoring, on a held-out file that cannot serve rows of `row_tokens`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"held-out text {path} does not exist; pass a .txt, .jsonl or .parquet file")
+        raise MissingInputError(f"held-out text {path} does not exist; pass a .txt, .jsonl or .parquet file")
     if path.suffix == ".safetensors":
         _token_rows(path, row_tokens)
     elif path.suffix not in TEXT_SUFFIXES:
-        raise ValueError(f"held-out file {path} has suffix {path.suffix!r}; use one of {', '.join(TEXT_SUFFIXES)} or .safetensors")
+        raise InputError(f"held-out file {path} has suffix {path.suffix!r}; "
+                         f"use one of {', '.join(TEXT_SUFFIXES)} or .safetensors")
 
 
 def load_heldout_tokens(path: Path, tokenizer, row_tokens: int, max_rows: int = 1000) -> Tensor:
@@ -44,9 +48,9 @@ def _token_rows(path: Path, row_tokens: int) -> Tensor:
 
     rows = load_file(path).get("tokens")
     if rows is None or rows.ndim != 2:
-        raise ValueError(f"{path} has no 2-d 'tokens' tensor; save token rows under the key 'tokens'")
+        raise InputError(f"{path} has no 2-d 'tokens' tensor; save token rows under the key 'tokens'")
     if rows.shape[1] < row_tokens:
-        raise ValueError(
+        raise InputError(
             f"held-out rows in {path} have {rows.shape[1]} tokens but the token-loss score needs {row_tokens}; "
             "lower --token-loss-positions or pass longer rows"
         )
@@ -61,7 +65,7 @@ def _read_documents(path: Path) -> list[str]:
 
         frame = pl.read_parquet(path)
         if "text" not in frame.columns:
-            raise ValueError(f"{path} has no 'text' column (columns: {', '.join(frame.columns)})")
+            raise InputError(f"{path} has no 'text' column (columns: {', '.join(frame.columns)})")
         return [t for t in frame["text"].to_list() if t]
     documents = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -70,7 +74,7 @@ def _read_documents(path: Path) -> list[str]:
         try:
             documents.append(str(json.loads(line)["text"]))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path} line {number} is not a JSON object with a 'text' field ({err})") from err
+            raise InputError(f"{path} line {number} is not a JSON object with a 'text' field ({err})") from err
     return documents
 
 
@@ -84,6 +88,6 @@ def _rows_from_documents(documents: list[str], tokenizer, row_tokens: int, max_r
             break
     n_rows = min(max_rows, len(ids) // body)
     if n_rows == 0:
-        raise ValueError(f"held-out text has {len(ids)} tokens, fewer than one row of {row_tokens}; pass more text")
+        raise InputError(f"held-out text has {len(ids)} tokens, fewer than one row of {row_tokens}; pass more text")
     chunks = torch.tensor(ids[: n_rows * body], dtype=torch.long).view(n_rows, body)
     return torch.cat([torch.full((n_rows, 1), bos_id, dtype=torch.long), chunks], dim=1)

@@ -10,24 +10,21 @@ import argparse
 import importlib
 import sys
 
+from dynamics.errors import UserError
+
 # subcommand -> (module defining add_arguments(parser) and run(args) -> int, one-line help).
 # Only the chosen subcommand's module is imported, so `dynamics --help` and `dynamics sql` start fast.
 COMMANDS = {
-    "models": ("jobs.list_models",
-              "List the Pythia models the service knows, with their shapes and checkpoint counts."),
-    "toy": ("jobs.train_toy_suite",
-              "Train (or reuse from the cache) a suite of small GPT-NeoX models with Pythia-like checkpoints."),
-    "score": ("jobs.score_checkpoint",
-              "Score every head of one checkpoint (induction, previous-token, duplicate-token, copying, FV) and print a per-layer summary."),
+    "models": ("jobs.models", "List the Pythia models the service knows, with their shapes and checkpoint counts."),
+    "toy": ("jobs.toy", "Train (or reuse from the cache) a suite of small GPT-NeoX models with Pythia-like checkpoints."),
+    "score": ("jobs.score", "Score every head of one checkpoint (induction, previous-token, duplicate-token, copying, "
+              "FV) and print a per-layer summary."),
     "sweep": ("jobs.sweep_checkpoints",
               "Score every checkpoint of one or more models into a DuckDB warehouse (Ray actors, resumable)."),
-    "sql": ("jobs.query_warehouse",
-              "Query a warehouse with SQL (tables, views such as head_trajectories); no SQL opens a shell."),
-    "report": ("jobs.render_report",
-              "Render the HTML report of a warehouse: phase change, head maps, trajectories, ablations (works offline)."),
+    "sql": ("jobs.sql", "Query a warehouse with SQL (tables, views such as head_trajectories); no SQL opens a shell."),
+    "report": ("jobs.report", "Render the HTML report of a warehouse: phase change, head maps, trajectories, "
+               "ablations (works offline)."),
 }
-
-USER_ERRORS = (ValueError, OSError, KeyError)  # OSError: missing files, permissions, disk full, busy warehouse
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -58,9 +55,8 @@ def run_command(run, args: argparse.Namespace) -> int:
     """Run a subcommand, turning user errors into one line on stderr and exit status 2."""
     try:
         return int(run(args) or 0)
-    except USER_ERRORS as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
+    except UserError as err:  # the project's own: bad input or environment; anything else is a bug and shows its traceback
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

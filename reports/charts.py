@@ -11,6 +11,8 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from dynamics.errors import InputError
+
 STEP_AXIS = "training step + 1 (log scale)"
 INDUCTION_AXIS = "induction score (attention fraction, 0–1)"
 FV_AXIS = "FV score (average indirect effect, Δ probability)"
@@ -55,7 +57,7 @@ def chart_phase_change(curves: pl.DataFrame, onsets: pl.DataFrame, threshold: fl
             continue
         panels.append(_phase_panel(panel, rules, y_title, reference, colour_by_metric=one_model))
     if not panels:
-        raise ValueError("no loss, ICL token-loss or induction curves to chart; the warehouse has no such metrics")
+        raise InputError("no loss, ICL token-loss or induction curves to chart; the warehouse has no such metrics")
     return alt.vconcat(*panels, title=alt.Title(
         "Phase change: loss, in-context learning and induction heads over training",
         subtitle=f"Vertical rules: first step whose strongest induction head scores ≥ {threshold:g}",
@@ -72,7 +74,7 @@ def chart_head_maps(scores: pl.DataFrame) -> alt.HConcatChart:
     steps = sorted(scores["step"].unique().to_list())
     metrics = [m for m in HEAD_METRIC_AXES if m in scores.columns and scores[m].drop_nulls().len() > 0]
     if not metrics:
-        raise ValueError("no induction or FV scores to map")
+        raise InputError("no induction or FV scores to map")
     nested = (
         scores.with_columns(pl.col("step").rank("dense").cast(pl.Int32).sub(1).alias("checkpoint"),
                             *(_rounded(m) for m in metrics))
@@ -128,7 +130,7 @@ def chart_trajectories(trajectories: pl.DataFrame) -> alt.HConcatChart:
     ).select("model", "step", "step_plus_one", "layer", "head", "head_id", "group", *HEAD_METRIC_AXES)
     metrics = [m for m in HEAD_METRIC_AXES if data[m].drop_nulls().len() > 0]
     if not metrics:
-        raise ValueError("no induction or FV trajectories to chart")
+        raise InputError("no induction or FV trajectories to chart")
     present = [g for g in TRAJECTORY_GROUPS if g in set(data["group"].to_list())]
     colours = alt.Scale(domain=present, range=[TRAJECTORY_COLOURS[TRAJECTORY_GROUPS.index(g)] for g in present])
     pick = alt.selection_point(fields=["group"], bind="legend", name="trajectory_group")
@@ -170,7 +172,7 @@ def chart_induction_vs_fv(final: pl.DataFrame) -> alt.Chart:
         *(_rounded(m) for m in HEAD_METRIC_AXES),
     ).select("model", "step", "layer", "head", "head_id", "induction", "fv", "top_set")
     if data.is_empty():
-        raise ValueError("no head has both an induction and an FV score at the final step")
+        raise InputError("no head has both an induction and an FV score at the final step")
     k = int(final["top_k"][0])
     both = sorted(data.filter(pl.col("top_set") == "both top sets")["head_id"].to_list())
     overlap = (f"Top sets (top {k} heads each): overlap {len(both)} of {k} ({100 * len(both) / k:.0f} %)"
@@ -197,7 +199,7 @@ def chart_head_dimensionality(strength: pl.DataFrame) -> alt.HConcatChart:
     data = strength.drop_nulls(["d_head", "value"]).with_columns(
         pl.col("statistic").replace(STATISTIC_LABELS).alias("statistic_label"))
     if data.is_empty():
-        raise ValueError("no model has both a d_head and a final-step induction or FV score")
+        raise InputError("no model has both a d_head and a final-step induction or FV score")
     correlations = dimensionality_correlations(data)
     panels = []
     for metric in [m for m in ("fv", "induction") if m in data["metric"].unique().to_list()]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
+from dynamics.errors import ExistingOutputError, InputError, MissingInputError, NotAFolderError
 from reports import charts
 from reports.pages import ChartSection, javascript_bundle, notes_html, write_chart_page, write_text_page
 from warehouse import report_queries
@@ -55,7 +56,7 @@ class ReportConfig:
         if not 100 <= self.max_curve_points <= 5000:
             problems.append(f"max_curve_points must be between 100 and 5000 (got {self.max_curve_points})")
         if problems:
-            raise ValueError(f"ReportConfig has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+            raise InputError(f"ReportConfig has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
 
     @property
     def top_rule(self) -> str:
@@ -75,7 +76,7 @@ def render_report(warehouse: Path, out_dir: Path, overwrite: bool = False,
     started = time.perf_counter()
     warehouse, out_dir = Path(warehouse), Path(out_dir)
     if not warehouse.exists():
-        raise FileNotFoundError(f"no warehouse at {warehouse}; pass the .duckdb file written by `dynamics sweep`")
+        raise MissingInputError(f"no warehouse at {warehouse}; pass the .duckdb file written by `dynamics sweep`")
     _prepare_out_dir(out_dir, overwrite)
     models = report_queries.report_models(warehouse)
     inventory = report_queries.metric_inventory(warehouse)
@@ -128,7 +129,7 @@ def thin_steps(frame: pl.DataFrame, max_rows: int, per: str = "model") -> pl.Dat
     if frame.height <= max_rows or groups == 0:
         return frame
     kept = []
-    for (key,), part in frame.group_by(per, maintain_order=True):
+    for _, part in frame.group_by(per, maintain_order=True):
         rows_per_step = part.height / part["step"].n_unique()
         keep = pick_steps(part["step"].to_list(), max(8, int(max_rows / groups / rows_per_step)))
         kept.append(part.filter(pl.col("step").is_in(keep)))
@@ -294,10 +295,10 @@ def _model_page_name(model: str, taken: set[str]) -> str:
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"report folder {out_dir} is a file; pass a folder path with --out")
+        raise NotAFolderError(f"report folder {out_dir} is a file; pass a folder path with --out")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"report folder {out_dir} already exists and is not empty; pass --overwrite "
+            raise ExistingOutputError(f"report folder {out_dir} already exists and is not empty; pass --overwrite "
                                   "to replace the report in it, or choose another --out")
         for pattern in _OWN_PAGES:
             for old in out_dir.glob(pattern):

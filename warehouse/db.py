@@ -20,6 +20,8 @@ from pathlib import Path
 
 import duckdb
 
+from dynamics.errors import AccessError, InputError, MissingInputError, NotAFolderError, StorageError, UserError
+
 SCHEMA_VERSION = 1  # the version schema.sql inserts; a test keeps the two equal
 LOCK_TIMEOUT_S = 60.0
 _FIRST_BACKOFF_S = 0.02
@@ -28,7 +30,7 @@ _FIRST_BACKOFF_S = 0.02
 _MAX_BACKOFF_S = {"read": 0.25, "write": 0.05}
 
 
-class WarehouseBusyError(TimeoutError):
+class WarehouseBusyError(UserError, TimeoutError):
     """Another process kept the warehouse file locked for longer than the caller would wait."""
 
 
@@ -62,11 +64,11 @@ def connect_read(path: str | Path, lock_timeout_s: float = LOCK_TIMEOUT_S) -> It
     """A read-only connection, closed on exit. Raises FileNotFoundError when there is no warehouse yet."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no warehouse at {path}; check the path or create it with `dynamics sweep --warehouse {path}`"
         )
     if path.is_dir():
-        raise ValueError(f"warehouse path {path} is a directory; pass the .duckdb file inside it")
+        raise InputError(f"warehouse path {path} is a directory; pass the .duckdb file inside it")
     con = _open(path, read_only=True, lock_timeout_s=lock_timeout_s)
     try:
         _check_version(con, path)
@@ -80,18 +82,18 @@ def translate_error(path: Path, err: duckdb.Error) -> Exception:
     message = first_line(err)
     lowered = message.lower()
     if "no space left" in lowered or "file too large" in lowered:
-        return OSError(errno.ENOSPC, f"could not write the warehouse {path}: {message}; free disk space "
+        return StorageError(errno.ENOSPC, f"could not write the warehouse {path}: {message}; free disk space "
                        "(or move the warehouse) and rerun — nothing from the failed write was kept")
     if "permission denied" in lowered or "read-only file system" in lowered:
-        return PermissionError(f"cannot write the warehouse {path} ({message}); make the file and its folder "
+        return AccessError(f"cannot write the warehouse {path} ({message}); make the file and its folder "
                                "writable or pass another --warehouse path")
     if "not a valid duckdb database file" in lowered:
-        return ValueError(f"{path} is not a DuckDB warehouse file; pass a warehouse written by `dynamics sweep` "
+        return InputError(f"{path} is not a DuckDB warehouse file; pass a warehouse written by `dynamics sweep` "
                           "or a path that does not exist yet")
     if "different configuration" in lowered:
-        return ValueError(f"{path} is already open in this process in another mode; close that connection "
+        return InputError(f"{path} is already open in this process in another mode; close that connection "
                           "first (warehouse connections are meant to be short-lived)")
-    return ValueError(f"warehouse {path}: {message}")
+    return InputError(f"warehouse {path}: {message}")
 
 
 def rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -110,14 +112,14 @@ def first_line(err: BaseException) -> str:
 
 def _check_writable_location(path: Path) -> None:
     if path.is_dir():
-        raise ValueError(f"warehouse path {path} is a directory; pass a file path such as {path / 'warehouse.duckdb'}")
+        raise InputError(f"warehouse path {path} is a directory; pass a file path such as {path / 'warehouse.duckdb'}")
     parent = path.parent
     if not parent.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"the folder of warehouse {path} does not exist; create {parent} first or pass another path"
         )
     if not parent.is_dir():
-        raise NotADirectoryError(f"the parent of warehouse {path} is not a folder ({parent}); pass another path")
+        raise NotAFolderError(f"the parent of warehouse {path} is not a folder ({parent}); pass another path")
 
 
 def _is_lock_conflict(err: duckdb.Error) -> bool:
@@ -156,7 +158,7 @@ def _stored_schema(con: duckdb.DuckDBPyConnection) -> tuple[int | None, str | No
 def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     version, _ = _stored_schema(con)
     if version is not None and version > SCHEMA_VERSION:
-        raise ValueError(
+        raise InputError(
             f"warehouse {path} has schema version {version} but this package reads version {SCHEMA_VERSION}; "
             "upgrade the training-dynamics package"
         )

@@ -12,9 +12,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from dynamics.errors import InputError
 from warehouse.db import LOCK_TIMEOUT_S, connect_read, first_line
 
-TOP_FRACTION = 0.02  # "top heads" = top 2 % (algorithms.md §6)
+TOP_FRACTION = 0.02  # "top heads" = top 2 % (docs/methods.md, "Top sets")
 
 
 def query(
@@ -28,13 +29,13 @@ def query(
     Example: `query(db, "SELECT * FROM head_scores WHERE model = ? AND metric = 'induction'", [model])`
     """
     if not sql or not sql.strip():
-        raise ValueError("no SQL given; pass a statement such as 'SELECT * FROM checkpoints'")
+        raise InputError("no SQL given; pass a statement such as 'SELECT * FROM checkpoints'")
     with connect_read(path, lock_timeout_s) as con:
         try:
             relation = con.sql(sql, params=params)
             return pl.DataFrame() if relation is None else relation.pl()
         except duckdb.Error as err:
-            raise ValueError(f"query failed on {path}: {first_line(err)}") from err
+            raise InputError(f"query failed on {path}: {first_line(err)}") from err
 
 
 def head_trajectories(path: str | Path, model: str | None = None, top_fraction: float = TOP_FRACTION) -> pl.DataFrame:
@@ -96,7 +97,7 @@ def head_map(path: str | Path, model: str, metric: str, settings_hash: str | Non
     frame = query(path, sql, params)
     if frame.is_empty():
         metrics = query(path, "SELECT DISTINCT metric FROM head_scores WHERE model = ? ORDER BY metric", [model])
-        raise ValueError(f"no {metric!r} scores of model {model!r} in {path}; "
+        raise InputError(f"no {metric!r} scores of model {model!r} in {path}; "
                          f"its metrics are {metrics['metric'].to_list() or 'none (model not scored)'}")
     return frame
 
@@ -111,7 +112,7 @@ def final_step(path: str | Path, model: str, settings_hash: str | None = None) -
     step = query(path, sql, params)["step"][0]
     if step is None:
         models = query(path, "SELECT DISTINCT model FROM final_steps ORDER BY model")["model"].to_list()
-        raise ValueError(f"model {model!r} has no scored checkpoint in {path}; scored models: {models or 'none'}")
+        raise InputError(f"model {model!r} has no scored checkpoint in {path}; scored models: {models or 'none'}")
     return int(step)
 
 
@@ -124,4 +125,4 @@ def _filtered(path: str | Path, source: str, params: list, model: str | None, or
 
 def _check_fraction(top_fraction: float) -> None:
     if not 0 < top_fraction <= 1:
-        raise ValueError(f"top_fraction must be in (0, 1] (got {top_fraction}); 0.02 means the top 2 % of heads")
+        raise InputError(f"top_fraction must be in (0, 1] (got {top_fraction}); 0.02 means the top 2 % of heads")

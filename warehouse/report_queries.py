@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from dynamics.errors import InputError
 from warehouse.queries import query
 
 # (model, settings_hash) charted per model: the most recently scored setup with 'ok' checkpoints.
@@ -256,9 +257,9 @@ def ablation_curves(path: str | Path, model: str | None = None) -> pl.DataFrame:
 def _ranked(model: str | None, top_fraction: float, min_top_heads: int) -> tuple[str, list]:
     """The ranking CTEs (ending with `flagged`) and their parameters, optionally for one model."""
     if not 0 < top_fraction <= 1:
-        raise ValueError(f"top_fraction must be in (0, 1] (got {top_fraction}); 0.02 means the top 2 % of heads")
+        raise InputError(f"top_fraction must be in (0, 1] (got {top_fraction}); 0.02 means the top 2 % of heads")
     if min_top_heads < 1:
-        raise ValueError(f"min_top_heads must be at least 1 (got {min_top_heads})")
+        raise InputError(f"min_top_heads must be at least 1 (got {min_top_heads})")
     model_filter, params = _model_filter("h", model)
     return "WITH " + _RANKED_SQL.format(model_filter=model_filter), params + [min_top_heads, top_fraction]
 

@@ -147,7 +147,7 @@ CREATE TABLE IF NOT EXISTS prompts (
 );
 
 -- Head-ablation results: ICL metric of a checkpoint with the top `fraction` of heads ranked by
--- `ranking` ablated (algorithms.md §3).
+-- `ranking` ablated (docs/methods.md, "Head ablations").
 CREATE TABLE IF NOT EXISTS ablations (
     model           VARCHAR NOT NULL,
     step            BIGINT NOT NULL,

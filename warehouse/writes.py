@@ -14,13 +14,14 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from dynamics.errors import InputError
 from warehouse.db import LOCK_TIMEOUT_S, connect_read, connect_write, rollback, translate_error
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def write_checkpoint(
 def record_failure(path: str | Path, checkpoint: dict, error: str, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
     """Mark a checkpoint as failed with its error text; any rows of an earlier attempt are removed."""
     if not error or not error.strip():
-        raise ValueError("record_failure needs the error text; pass the exception message or traceback")
+        raise InputError("record_failure needs the error text; pass the exception message or traceback")
     row = _checkpoint_row(checkpoint)
     with connect_write(path, lock_timeout_s) as con, _transaction(con, Path(path)):
         _replace_checkpoint(con, {**row, "status": "failed", "error": error})
@@ -106,7 +107,7 @@ def record_duplicate(
     """Mark a checkpoint whose weights equal those of step `duplicate_of` of the same model; it gets no rows."""
     row = _checkpoint_row(checkpoint)
     if isinstance(duplicate_of, bool) or not isinstance(duplicate_of, int) or duplicate_of == row["step"]:
-        raise ValueError(f"duplicate_of must be another step of {row['model']} (got {duplicate_of!r})")
+        raise InputError(f"duplicate_of must be another step of {row['model']} (got {duplicate_of!r})")
     with connect_write(path, lock_timeout_s) as con, _transaction(con, Path(path)):
         _replace_checkpoint(con, {**row, "status": "duplicate", "duplicate_of": duplicate_of})
 
@@ -144,11 +145,11 @@ def upsert_model(
 ) -> None:
     """Insert or replace the `models` row of `model` (source 'hub' or 'local')."""
     if source not in ("hub", "local"):
-        raise ValueError(f"model source must be 'hub' or 'local' (got {source!r})")
+        raise InputError(f"model source must be 'hub' or 'local' (got {source!r})")
     shape = {"n_layers": n_layers, "n_heads": n_heads, "d_model": d_model, "d_head": d_head}
     bad = [f"{name}={value!r}" for name, value in shape.items() if not isinstance(value, int) or value < 1]
     if bad:
-        raise ValueError(f"model {model} needs positive integer sizes (got {', '.join(bad)})")
+        raise InputError(f"model {model} needs positive integer sizes (got {', '.join(bad)})")
     row = {"model": model, "family": family, "source": source, **shape, "n_params": n_params,
            "vocab_size": vocab_size, "config": _to_json(config), "updated_at": _utc_now()}
     with connect_write(path, lock_timeout_s) as con, _transaction(con, Path(path)):
@@ -190,7 +191,7 @@ def finish_run(path: str | Path, run_id: str, lock_timeout_s: float = LOCK_TIMEO
             "UPDATE runs SET finished_at = ? WHERE run_id = ? RETURNING run_id", [_utc_now(), run_id]
         ).fetchall()
     if not updated:
-        raise KeyError(f"no run {run_id!r} in {path}; start it with start_run first")
+        raise InputError(f"no run {run_id!r} in {path}; start it with start_run first")
 
 
 def installed_versions() -> dict[str, str]:
@@ -206,7 +207,7 @@ def installed_versions() -> dict[str, str]:
 
 def _utc_now() -> datetime:
     """Naive UTC, the convention of every TIMESTAMP column in the warehouse."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @contextmanager
@@ -251,13 +252,13 @@ def _insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFram
 def _checkpoint_row(checkpoint: dict) -> dict:
     unknown = sorted(set(checkpoint) - set(CHECKPOINT_FIELDS))
     if unknown:
-        raise ValueError(f"checkpoint has unknown fields {unknown}; allowed: {', '.join(CHECKPOINT_FIELDS)}")
+        raise InputError(f"checkpoint has unknown fields {unknown}; allowed: {', '.join(CHECKPOINT_FIELDS)}")
     missing = [field for field in KEY_COLUMNS if checkpoint.get(field) in (None, "")]
     if missing:
-        raise ValueError(f"checkpoint needs {', '.join(missing)} (got {checkpoint!r})")
+        raise InputError(f"checkpoint needs {', '.join(missing)} (got {checkpoint!r})")
     step = checkpoint["step"]
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"checkpoint step must be a non-negative integer (got {step!r})")
+        raise InputError(f"checkpoint step must be a non-negative integer (got {step!r})")
     row = dict(checkpoint)
     if "settings" in row:
         row["settings"] = _to_json(row["settings"])
@@ -272,18 +273,18 @@ def _prepare_scores(table: str, frame: pl.DataFrame, row: dict) -> pl.DataFrame:
     keys = frame.select(KEY_COLUMNS).unique().rows()
     expected = tuple(row[column] for column in KEY_COLUMNS)
     if any(key != expected for key in keys):
-        raise ValueError(f"{table} rows belong to {sorted(set(keys) - {expected})[:3]} but the checkpoint is "
+        raise InputError(f"{table} rows belong to {sorted(set(keys) - {expected})[:3]} but the checkpoint is "
                          f"{expected}; pass the rows of this checkpoint only")
     duplicated = int(frame.select(_ROW_KEYS[table]).is_duplicated().sum())
     if duplicated:
-        raise ValueError(f"{table} has {duplicated} rows sharing a ({', '.join(_ROW_KEYS[table])}) with another; "
+        raise InputError(f"{table} has {duplicated} rows sharing a ({', '.join(_ROW_KEYS[table])}) with another; "
                          "pass each score once")
     frame = frame.with_columns(pl.col("value").cast(pl.Float64), pl.col("flag").cast(pl.Utf8))
     values = frame["value"]
     bad_value = int((values.is_not_null() & ~values.is_finite()).sum())
     bad_flag = int((values.is_null() != (frame["flag"] == "non_finite").fill_null(False)).sum())
     if bad_value or bad_flag:
-        raise ValueError(f"{table} has {bad_value + bad_flag} rows whose value/flag disagree; a non-finite "
+        raise InputError(f"{table} has {bad_value + bad_flag} rows whose value/flag disagree; a non-finite "
                          "score must be value null with flag 'non_finite' and a finite one flag null "
                          "(dynamics.rows does this)")
     missing = [column for column in PROVENANCE_COLUMNS if column not in frame.columns]
@@ -294,18 +295,18 @@ def _prepare_prompts(frame: pl.DataFrame, row: dict) -> pl.DataFrame:
     _check_columns("prompts", frame, _REQUIRED_COLUMNS["prompts"],
                    allowed=("settings_hash", *_REQUIRED_COLUMNS["prompts"], "target"))
     if "settings_hash" in frame.columns and frame["settings_hash"].ne(row["settings_hash"]).any():
-        raise ValueError(f"prompts carry a settings_hash other than the checkpoint's {row['settings_hash']!r}")
+        raise InputError(f"prompts carry a settings_hash other than the checkpoint's {row['settings_hash']!r}")
     frame = frame.with_columns(pl.lit(row["settings_hash"]).alias("settings_hash"))
     return frame if "target" in frame.columns else frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias("target"))
 
 
 def _check_columns(table: str, frame: pl.DataFrame, required: tuple[str, ...], allowed: tuple[str, ...]) -> None:
     if not isinstance(frame, pl.DataFrame):
-        raise ValueError(f"{table} must be a Polars DataFrame (got {type(frame).__name__})")
+        raise InputError(f"{table} must be a Polars DataFrame (got {type(frame).__name__})")
     missing = [column for column in required if column not in frame.columns]
     extra = [column for column in frame.columns if column not in allowed]
     if missing or extra:
-        raise ValueError(f"{table} frame has the wrong columns (missing {missing}, unknown {extra}); "
+        raise InputError(f"{table} frame has the wrong columns (missing {missing}, unknown {extra}); "
                          f"expected {', '.join(allowed)}")
 
 
@@ -315,4 +316,4 @@ def _to_json(value: object) -> str | None:
     try:
         return json.dumps(value, sort_keys=True, default=str, allow_nan=False)
     except ValueError as err:  # NaN/inf: not valid JSON, and DuckDB's JSON type would reject it
-        raise ValueError(f"cannot store {str(value)[:80]}… as JSON: {err}; replace non-finite numbers") from err
+        raise InputError(f"cannot store {str(value)[:80]}… as JSON: {err}; replace non-finite numbers") from err

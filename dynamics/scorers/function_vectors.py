@@ -1,18 +1,20 @@
 """Function-vector (FV) head scores: the average indirect effect of Todd et al., as Yin & Steinhardt run it.
 
-Definitions (algorithms.md §2): μ^τ_{l,h} is head (l, h)'s output z at the last position, averaged over
-the task's clean prompts (§2.4). For each label-shuffled prompt c with target token y*,
+Definitions (docs/methods.md, "Function-vector score"): μ^τ_{l,h} is head (l, h)'s output z at the last
+position, averaged over the task's clean prompts ("Mean activations"). For each label-shuffled prompt c
+with target token y*,
     IE^τ_c(l, h) = softmax(logits_patched[T−1])[y*] − softmax(logits(c)[T−1])[y*],
 where "patched" replaces head h's slice of layer l's o_proj input at the last position only with
-μ^τ_{l,h} (§2.6). FV(l, h) is the mean over trials, then over tasks with equal weights (§2.7).
+μ^τ_{l,h} ("Indirect effect"). FV(l, h) is the mean over trials, then over tasks with equal weights
+("FV aggregation").
 
 Two implementations give the same numbers:
 - `score_function_vectors_reference`: the reference's loop, one full batch-1 forward per head per trial.
 - `score_function_vectors`: the one the service runs. Prompts are batched (right padding + mask); the
   unpatched pass keeps the prefix keys/values, the residual entering each block at the last position
   and p₀; a row patching (l, h) starts from that residual at block l and reruns blocks l…L−1 for the
-  last token only, with attention against the shared prefix (`shared_prefix.py`) — algorithms.md §8.2,
-  performance.md §2.
+  last token only, with attention against the shared prefix (`shared_prefix.py`) — docs/methods.md,
+  "Fast exact algorithm" (why it is exact) and docs/performance.md (what it saves).
 """
 
 from __future__ import annotations
@@ -25,14 +27,20 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from dynamics.adapters import LoadedModel
-from dynamics.prompts import EncodedPrompt, PromptSet, build_prompt_set, padded_batch
-from dynamics.scorers.shared_prefix import SHARED_PREFIX_ATTENTION, SharedPrefix, register_shared_prefix_attention
-from dynamics.tasks import IclTask
+from dynamics.adapters import LoadedModel, hooks
+from dynamics.errors import InputError
+from dynamics.scorers.shared_prefix import (
+    SHARED_PREFIX_ATTENTION,
+    SharedPrefix,
+    register_shared_prefix_attention,
+)
+from dynamics.tasks.base import IclTask
+from dynamics.tasks.prompts import EncodedPrompt, PromptSet, build_prompt_set, length_sorted_batches, padded_batch
 
 logger = logging.getLogger(__name__)
 
-EARLY_STEP = 1000  # steps ≤ this run in fp32 on GPU: fp16 attention underflows on early checkpoints (ecosystem.md)
+# Steps ≤ EARLY_STEP run in fp32 on GPU: fp16 attention underflows on early checkpoints (docs/methods.md, "Precision").
+EARLY_STEP = 1000
 
 
 @dataclass(frozen=True)
@@ -51,17 +59,11 @@ class FunctionVectorConfig:
         if self.n_shots < 0:
             problems.append(f"n_shots must be at least 0 (got {self.n_shots})")
         if problems:
-            raise ValueError(f"FunctionVectorConfig: {'; '.join(problems)}")
+            raise InputError(f"FunctionVectorConfig: {'; '.join(problems)}")
 
-    def settings(self, prompt_set: PromptSet | None = None) -> dict:
-        """Provenance for stored FV scores; batch sizes are left out (the scores do not depend on them).
-
-        Given the prompt set actually scored, its own description (seed, counts, content hash) replaces
-        the config's prompt parameters, so explicitly passed prompts are described truthfully.
-        """
+    def settings(self) -> dict:
+        """What the stored scores depend on: the definition and the prompt parameters (batch sizes excluded)."""
         definition = {"metric": "fv", "patch": "last_position_task_mean", "measure": "first_token_probability_difference"}
-        if prompt_set is not None:
-            return {**definition, **prompt_set.settings()}
         prompts = {k: v for k, v in asdict(self).items() if k not in ("batch_size", "unembed_rows")}
         return {**definition, **prompts}
 
@@ -113,16 +115,6 @@ class _UnpatchedPass:
     prefix: list[SharedPrefix] | None  # per layer: keys/values at positions 0..T−2
 
 
-@contextlib.contextmanager
-def _hooks(handles: list) -> Iterator[None]:
-    """Remove the given hook handles when the body ends, however it ends."""
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _run_unpatched(model: LoadedModel, prompts: Sequence[EncodedPrompt], keep_prefix: bool) -> _UnpatchedPass:
     ids, lengths = padded_batch(prompts, model.device)  # (batch, pos), (batch,)
     batch, n_pos = ids.shape
@@ -143,12 +135,12 @@ def _run_unpatched(model: LoadedModel, prompts: Sequence[EncodedPrompt], keep_pr
         return hook
 
     final_norm = model.model.get_submodule(model.family.final_norm)
-    hooks = [final_norm.register_forward_pre_hook(at_last(final, None), with_kwargs=True)]
+    handles = [final_norm.register_forward_pre_hook(at_last(final, None), with_kwargs=True)]
     for layer in range(model.n_layers):
-        hooks.append(model.o_proj(layer).register_forward_pre_hook(at_last(z, layer), with_kwargs=True))
-        hooks.append(model.blocks[layer].register_forward_pre_hook(at_last(residual, layer), with_kwargs=True))
+        handles.append(model.o_proj(layer).register_forward_pre_hook(at_last(z, layer), with_kwargs=True))
+        handles.append(model.blocks[layer].register_forward_pre_hook(at_last(residual, layer), with_kwargs=True))
     attention_mask = (torch.arange(n_pos, device=model.device)[None, :] < lengths[:, None]).long()  # (batch, pos)
-    with _hooks(hooks):
+    with hooks(handles):
         out = model.model.base_model(input_ids=ids, attention_mask=attention_mask, use_cache=keep_prefix)
     prefix = None
     if keep_prefix:
@@ -176,14 +168,6 @@ def _target_probability(logits: Tensor, target_ids: Tensor) -> Tensor:
     return torch.exp(logits.gather(-1, target_ids[:, None])[:, 0] - torch.logsumexp(logits, dim=-1))
 
 
-def _batches(prompt_set: PromptSet, kind: str, batch_size: int) -> Iterator[list[tuple[int, int, EncodedPrompt]]]:
-    """(task index, prompt index, prompt) in batches, sorted by length so batches carry little padding."""
-    items = [(t, i, p) for t, task in enumerate(prompt_set.tasks) for i, p in enumerate(task.prompts(kind))]
-    items.sort(key=lambda item: len(item[2].input_ids))
-    for start in range(0, len(items), batch_size):
-        yield items[start : start + batch_size]
-
-
 # --- mean activations -----------------------------------------------------------------------------
 
 
@@ -198,7 +182,7 @@ def mean_head_activations(
     prompt_set.check_fits(model.n_ctx)
     shape = (len(prompt_set.tasks), model.n_layers, model.n_heads, model.d_head)
     sums = torch.zeros(shape, dtype=torch.float32, device=model.device)
-    for batch in _batches(prompt_set, "clean", config.batch_size):
+    for batch in length_sorted_batches([t.clean for t in prompt_set.tasks], config.batch_size):
         run = _run_unpatched(model, [p for _, _, p in batch], keep_prefix=False)
         task_index = torch.tensor([t for t, _, _ in batch], device=model.device)
         sums.index_add_(0, task_index, run.z.float())
@@ -209,7 +193,7 @@ def mean_head_activations(
 def _check_means(model: LoadedModel, prompt_set: PromptSet, means: Tensor) -> None:
     expected = (len(prompt_set.tasks), model.n_layers, model.n_heads, model.d_head)
     if tuple(means.shape) != expected:
-        raise ValueError(
+        raise InputError(
             f"means has shape {tuple(means.shape)}, expected {expected} (task, layer, head, d_head) for this model "
             "and prompt set; compute them with mean_head_activations(model, prompt_set)"
         )
@@ -243,7 +227,7 @@ def _replace_last_position(model: LoadedModel, layer: int, head: int, mean: Tens
         z[:, -1, model.head_slice(head)] = mean.to(z.dtype)
         return (z, *args[1:])
 
-    with _hooks([model.o_proj(layer).register_forward_pre_hook(hook)]):
+    with hooks([model.o_proj(layer).register_forward_pre_hook(hook)]):
         yield
 
 
@@ -251,7 +235,7 @@ def _replace_last_position(model: LoadedModel, layer: int, head: int, mean: Tens
 def score_function_vectors_reference(model: LoadedModel, prompt_set: PromptSet, means: Tensor) -> FunctionVectorScores:
     """FV scores by the reference's loop: per corrupted prompt, one unpatched and L·H patched batch-1 forwards.
 
-    Slow (algorithms.md §2.10); the oracle the fast path is tested against.
+    Slow (docs/performance.md, "Reference FV cost"); the oracle the fast path is tested against.
     """
     prompt_set.check_fits(model.n_ctx)
     _check_means(model, prompt_set, means)
@@ -286,7 +270,7 @@ def _patch_new_rows(model: LoadedModel, layer: int, means: Tensor, per_prompt: i
         z[:, per_prompt - n_heads + heads, heads] = means.to(z.dtype)
         return (z.view(args[0].shape), *args[1:])
 
-    with _hooks([model.o_proj(layer).register_forward_pre_hook(hook)]):
+    with hooks([model.o_proj(layer).register_forward_pre_hook(hook)]):
         yield
 
 
@@ -331,7 +315,7 @@ def score_function_vectors(
     register_shared_prefix_attention()
     means_on_device = means.to(model.device)
     effects = [torch.empty(len(task.corrupted), model.n_layers, model.n_heads) for task in prompt_set.tasks]
-    for batch in _batches(prompt_set, "corrupted", config.batch_size):
+    for batch in length_sorted_batches([t.corrupted for t in prompt_set.tasks], config.batch_size):
         prompts = [p for _, _, p in batch]
         task_index = torch.tensor([t for t, _, _ in batch], device=model.device)
         targets = torch.tensor([p.target_id for p in prompts], device=model.device)

@@ -1,12 +1,13 @@
 """Induction, previous-token, duplicate-token and copying scores from one batched pass over a repeated-token probe.
 
-Pattern scores follow algorithms.md §1: the probe is BOS + r + r with r random token ids; for each head the
-per-sequence score is the "mul" measure the reference actually computed,
+Pattern scores follow docs/methods.md, "Induction-family scores": the probe is BOS + r + r with r random
+token ids; for each head the per-sequence score is the "mul" measure the reference actually computed
+(docs/methods.md, "Pattern score formula"),
     s_n = Σ_{i,j} A[i,j]·D[i,j] / Σ_{i,j} A[i,j],
 with D the detection pattern built from the sequence's own ids, and the final score is the plain mean
 over sequences.
 
-Two probes (§1.7), recorded in `InductionConfig.settings()['probe']`:
+Two probes (docs/methods.md, "Clean probe" and "Reference probe"), recorded in `InductionConfig.settings()['probe']`:
 - 'clean' (`make_probe`): [BOS] + r + r fed directly as ids, r drawn from ordinary token ids; one tensor.
 - 'reference' (`make_reference_probe`): the reference's draw (torch seed, randint over all embedding rows),
   decoded to text and re-encoded through the BOS rule of the TransformerLens version it claims to match,
@@ -43,7 +44,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from dynamics.adapters import LoadedModel
+from dynamics.adapters import LoadedModel, hooks
+from dynamics.errors import InputError
 
 PATTERN_METRICS = ("induction", "prev_token", "duplicate_token")
 METRICS = (*PATTERN_METRICS, "copying")
@@ -56,21 +58,21 @@ class InductionConfig:
     n_sequences: int = 1000
     seed: int = 42
     batch_size: int = 50  # sequences per forward pass; scores do not depend on it
-    probe: str = "clean"  # 'clean' or 'reference' (algorithms.md §1.7)
+    probe: str = "clean"  # 'clean' or 'reference' (docs/methods.md, "Induction-family scores")
     tl_version: str = "2.x"  # reference probe: TransformerLens version whose BOS rule the re-encoding follows
 
     def __post_init__(self) -> None:
         if self.repeat_len < 2:
-            raise ValueError(f"repeat_len must be at least 2 (got {self.repeat_len})")
+            raise InputError(f"repeat_len must be at least 2 (got {self.repeat_len})")
         if self.n_sequences < 1 or self.batch_size < 1:
-            raise ValueError(f"n_sequences and batch_size must be positive (got {self.n_sequences}, {self.batch_size})")
+            raise InputError(f"n_sequences and batch_size must be positive (got {self.n_sequences}, {self.batch_size})")
         if self.probe not in PROBE_MODES:
-            raise ValueError(f"probe must be one of {', '.join(PROBE_MODES)} (got {self.probe!r})")
+            raise InputError(f"probe must be one of {', '.join(PROBE_MODES)} (got {self.probe!r})")
         _tl_major(self.tl_version)
 
     @property
     def double_bos(self) -> bool:
-        """TransformerLens ≤ 2.x prepends BOS to text that already starts with it (algorithms.md §1.5)."""
+        """TransformerLens ≤ 2.x prepends BOS to text that already starts with it (docs/methods.md, "Reference probe")."""
         return _tl_major(self.tl_version) <= 2
 
     def settings(self) -> dict:
@@ -85,7 +87,7 @@ class InductionConfig:
 def _tl_major(version: str) -> int:
     match = re.fullmatch(r"(\d+)(\.(\d+|x))*", version)
     if match is None or int(match.group(1)) < 1:
-        raise ValueError(f"tl_version must look like '2.x', '2.15.4' or '3.0' (got {version!r})")
+        raise InputError(f"tl_version must look like '2.x', '2.15.4' or '3.0' (got {version!r})")
     return int(match.group(1))
 
 
@@ -97,12 +99,12 @@ def ordinary_token_ids(tokenizer) -> Tensor:
 
 
 def make_probe(ordinary_ids: Tensor, bos_id: int, config: InductionConfig) -> Tensor:
-    """Clean probe (algorithms.md §1.7): (n_sequences, 1 + 2·repeat_len) ids, BOS then r then r.
+    """Clean probe (docs/methods.md, "Clean probe"): (n_sequences, 1 + 2·repeat_len) ids, BOS then r then r.
 
     `ordinary_ids` are the ids r is drawn from (no special or whitespace tokens).
     """
     if config.probe != "clean":
-        raise ValueError(f"make_probe builds the clean probe but config.probe is {config.probe!r}; use make_reference_probe")
+        raise InputError(f"make_probe builds the clean probe but config.probe is {config.probe!r}; use make_reference_probe")
     generator = torch.Generator().manual_seed(config.seed)
     picks = torch.randint(0, len(ordinary_ids), (config.n_sequences, config.repeat_len), generator=generator)
     random_ids = ordinary_ids[picks]
@@ -111,7 +113,7 @@ def make_probe(ordinary_ids: Tensor, bos_id: int, config: InductionConfig) -> Te
 
 
 def make_reference_probe(tokenizer, d_vocab: int, config: InductionConfig) -> tuple[Tensor, Tensor]:
-    """Reference-compatible probe (algorithms.md §1.2, §1.5): right-padded ids (sequence, pos) and lengths (sequence,).
+    """Reference-compatible probe (docs/methods.md, "Reference probe"): right-padded ids (sequence, pos), lengths (sequence,).
 
     Draws `randint(0, d_vocab, (n_sequences, repeat_len))` from a CPU generator seeded with `config.seed`
     (the same stream as the reference's `torch.manual_seed` then `torch.randint`), decodes each row
@@ -122,10 +124,10 @@ def make_reference_probe(tokenizer, d_vocab: int, config: InductionConfig) -> tu
     and BPE fragments re-merge, so lengths vary.
     """
     if config.probe != "reference":
-        raise ValueError(f"make_reference_probe needs config.probe='reference' (got {config.probe!r}); use make_probe")
+        raise InputError(f"make_reference_probe needs config.probe='reference' (got {config.probe!r}); use make_probe")
     bos_id = tokenizer.bos_token_id
     if bos_id is None:
-        raise ValueError("the tokenizer has no bos_token_id; the reference probe starts every row with BOS")
+        raise InputError("the tokenizer has no bos_token_id; the reference probe starts every row with BOS")
     generator = torch.Generator().manual_seed(config.seed)
     random_ids = torch.randint(0, d_vocab, (config.n_sequences, config.repeat_len), generator=generator)
     bos = torch.full((config.n_sequences, 1), bos_id, dtype=random_ids.dtype)
@@ -192,15 +194,11 @@ def _readout_rows(model: LoadedModel, predicted: Tensor, unembed_mean: Tensor) -
 @contextlib.contextmanager
 def _capture_inputs(modules: list[nn.Module], receive: Callable[[int, Tensor], None]) -> Iterator[None]:
     """Call `receive(index, input)` with the first positional input of each module as it runs."""
-    handles = [
+    with hooks(
         module.register_forward_pre_hook(lambda _module, args, index=index: receive(index, args[0]))
         for index, module in enumerate(modules)
-    ]
-    try:
+    ):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _score_chunk(
@@ -262,7 +260,7 @@ def score_patterns(
     n = tokens.shape[0]
     longest = int(lengths.max()) if lengths is not None else tokens.shape[1]
     if longest > model.n_ctx:
-        raise ValueError(
+        raise InputError(
             f"probe sequences have up to {longest} tokens but the model's context is {model.n_ctx}; "
             "lower repeat_len (re-encoding can lengthen reference-probe sequences)"
         )
@@ -292,7 +290,7 @@ def score_induction(
     with its `lengths` for 'reference'.
     """
     if (config.probe == "reference") != (lengths is not None):
-        raise ValueError(
+        raise InputError(
             f"config.probe is {config.probe!r} but lengths were {'given' if lengths is not None else 'not given'}; "
             "pass both outputs of make_reference_probe for 'reference', only the make_probe tensor for 'clean'"
         )

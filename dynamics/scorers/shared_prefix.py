@@ -1,4 +1,7 @@
-"""Single-token attention against a prefix shared by many rows (the fast FV path, performance.md §2).
+"""Single-token attention against a prefix shared by many rows (the fast FV path).
+
+The method is docs/methods.md, "Fast exact algorithm"; why the prefix is shared rather than copied per
+row is docs/performance.md, "Shared prefix".
 
 Each patched row of the fast FV scorer is the last token of one corrupted prompt. All rows of a prompt
 attend to the same prefix keys/values (positions 0..T−2, unchanged by the patch) plus their own new
@@ -20,6 +23,8 @@ from functools import cached_property
 
 import torch
 from torch import Tensor, nn
+
+from dynamics.errors import InputError
 
 SHARED_PREFIX_ATTENTION = "fv_shared_prefix"
 
@@ -56,7 +61,7 @@ def shared_prefix_attention(
     Rows = prompts × rows_per_prompt, with the same rows_per_prompt for every prompt.
     """
     if shared_prefix is None:
-        raise ValueError(f"the {SHARED_PREFIX_ATTENTION!r} attention implementation needs a shared_prefix argument")
+        raise InputError(f"the {SHARED_PREFIX_ATTENTION!r} attention implementation needs a shared_prefix argument")
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     n_prompts, n_kv, prefix_len, d_head = shared_prefix.keys.shape

@@ -1,9 +1,10 @@
 """Model-level ICL token-loss score: how much better a late token is predicted than an early one.
 
-Definition (algorithms.md §4, Olsson et al.'s sign): per-token loss ℓ[i] = −log p(t_{i+1} | t_0..t_i),
-averaged over sequences at two positions; the score is mean ℓ[late] − mean ℓ[early], so a negative
-score means later tokens benefit from context (in-context learning). The reference uses early = 50,
-late = 500 on 1024-token Pile rows and reports the opposite sign (ℓ[50] − ℓ[500]).
+Definition (docs/methods.md, "ICL token-loss score"; Olsson et al.'s sign): per-token loss
+ℓ[i] = −log p(t_{i+1} | t_0..t_i), averaged over sequences at two positions; the score is
+mean ℓ[late] − mean ℓ[early], so a negative score means later tokens benefit from context (in-context
+learning). The reference uses early = 50, late = 500 on 1024-token Pile rows and reports the opposite
+sign (ℓ[50] − ℓ[500]).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dynamics.adapters import LoadedModel
+from dynamics.errors import InputError
 
 TOKEN_LOSS_METRIC = "icl_token_loss"
 
@@ -29,10 +31,10 @@ def token_loss_score(
         early, late: token positions, 0 ≤ early < late.
     """
     if tokens.ndim != 2 or tokens.shape[0] == 0:
-        raise ValueError(f"tokens must be a non-empty (batch, T) tensor (got shape {tuple(tokens.shape)})")
+        raise InputError(f"tokens must be a non-empty (batch, T) tensor (got shape {tuple(tokens.shape)})")
     T = tokens.shape[1]
     if not 0 <= early < late <= T - 2:
-        raise ValueError(
+        raise InputError(
             f"positions early={early}, late={late} do not fit rows of {T} tokens; need 0 ≤ early < late ≤ {T - 2}"
         )
     positions = torch.tensor([early, late])

@@ -1,7 +1,7 @@
 """The toy suite's offline training corpus: generated stories, few-shot ICL prompts, repeated spans.
 
 Three sources, all generated from a seed so any machine rebuilds the same tokens:
-- stories from a small grammar over `dynamics.wordlists`; each story invents a few names (several
+- stories from a small grammar over `dynamics.tasks.wordlists`; each story invents a few names (several
   BPE tokens each) and keeps reusing them, so, as in real text, later tokens are predictable by
   copying from earlier ones (the in-context signal the token-loss score measures);
 - few-shot prompts of the built-in ICL tasks in the reference template, answer appended;
@@ -19,8 +19,10 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerFast
 
-from dynamics import wordlists
-from dynamics.tasks import IclTask, Template, builtin_tasks, sample_prompts
+from dynamics.errors import InputError
+from dynamics.tasks import wordlists
+from dynamics.tasks.base import IclTask, Template, sample_prompts
+from dynamics.tasks.builtin import builtin_tasks
 from dynamics.toy.tokenizer import BOS_TEXT
 
 
@@ -42,7 +44,7 @@ class CorpusConfig:
         if self.max_shots < 1:
             problems.append(f"max_shots must be positive (got {self.max_shots})")
         if problems:
-            raise ValueError(f"CorpusConfig has {len(problems)} problem(s): " + "; ".join(problems))
+            raise InputError(f"CorpusConfig has {len(problems)} problem(s): " + "; ".join(problems))
 
 
 _NOUNS = sorted(wordlists.NOUNS)
@@ -116,7 +118,7 @@ def heldout_rows(tokenizer: PreTrainedTokenizerFast, stories: list[str], context
     """One row per held-out story that fills the context, starting at its BOS: (rows, context_length)."""
     rows = [ids[:context_length] for ids in tokenizer(stories).input_ids if len(ids) >= context_length]
     if not rows:
-        raise ValueError(
+        raise InputError(
             f"no held-out story reaches {context_length} tokens; raise min_sentences or lower context_length"
         )
     return torch.tensor(rows, dtype=torch.long)

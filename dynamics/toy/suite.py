@@ -31,8 +31,10 @@ import torch
 from filelock import FileLock
 from safetensors.torch import save_file
 
-from dynamics.toy.corpus import CorpusConfig, generate_texts, heldout_rows, pack_documents
+from dynamics.errors import ExistingOutputError, InputError, MissingInputError
+from dynamics.home import dynamics_home
 from dynamics.scorers.induction import ordinary_token_ids
+from dynamics.toy.corpus import CorpusConfig, generate_texts, heldout_rows, pack_documents
 from dynamics.toy.tokenizer import BOS_TEXT, train_tokenizer
 from dynamics.toy.train import ProbeSettings, ToyModelSpec, TrainSettings, score_checkpoints, train_model
 
@@ -82,7 +84,7 @@ class ToySuiteConfig:
         if self.probe.late > self.train.context_length - 2:
             problems.append(f"probe.late {self.probe.late} must be ≤ context_length − 2")
         if problems:
-            raise ValueError(f"ToySuiteConfig has {len(problems)} problem(s): " + "; ".join(problems))
+            raise InputError(f"ToySuiteConfig has {len(problems)} problem(s): " + "; ".join(problems))
 
     def to_dict(self) -> dict:
         return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
@@ -117,7 +119,7 @@ PRESETS: dict[str, ToySuiteConfig] = {
 def preset(name: str, *, seed: int | None = None, device: str | None = None) -> ToySuiteConfig:
     """A preset config, optionally with another seed or device (both change the cache key)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown toy preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise InputError(f"unknown toy preset {name!r}; choose one of {', '.join(PRESETS)}")
     config = PRESETS[name]
     if device is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, device=device))
@@ -127,16 +129,15 @@ def preset(name: str, *, seed: int | None = None, device: str | None = None) -> 
 
 
 def cache_root() -> Path:
-    """`$DYNAMICS_HOME/toy`, default `~/.cache/training-dynamics/toy` (like `HF_HOME` for the Hub cache)."""
-    home = os.environ.get("DYNAMICS_HOME") or Path.home() / ".cache" / "training-dynamics"
-    return Path(home) / "toy"
+    """`$DYNAMICS_HOME/toy`: where suites are cached by config hash."""
+    return dynamics_home() / "toy"
 
 
 def read_manifest(suite_dir: Path) -> dict:
     """The parsed `suite.json` of a finished suite."""
     path = Path(suite_dir) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {suite_dir}; it is not a finished toy suite (run `dynamics toy`)")
+        raise MissingInputError(f"no {MANIFEST} in {suite_dir}; it is not a finished toy suite (run `dynamics toy`)")
     return json.loads(path.read_text())
 
 
@@ -180,13 +181,13 @@ def train_suite(config: ToySuiteConfig, out: Path | None = None, force: bool = F
 def _reusable(suite_dir: Path, config: ToySuiteConfig, force: bool) -> bool:
     if not (suite_dir / MANIFEST).is_file():
         if suite_dir.is_dir() and any(suite_dir.iterdir()) and not (suite_dir / ".incomplete").exists():
-            raise FileExistsError(f"{suite_dir} is not empty and holds no toy suite; choose an empty or new --out folder")
+            raise ExistingOutputError(f"{suite_dir} is not empty and holds no toy suite; choose an empty or new --out folder")
         return False
     found = read_manifest(suite_dir).get("config_hash")
     if force:
         return False
     if found != config.config_hash():
-        raise FileExistsError(
+        raise ExistingOutputError(
             f"{suite_dir} holds a toy suite of another config (hash {found}, wanted {config.config_hash()}); "
             "pass --force to overwrite it or choose another --out folder"
         )

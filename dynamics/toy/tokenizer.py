@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 from transformers import PreTrainedTokenizerFast
 
+from dynamics.errors import InputError
+
 BOS_TEXT = "<|endoftext|>"
 PAD_TEXT = "<|padding|>"
 SPECIAL_TOKENS = (BOS_TEXT, PAD_TEXT)  # ids 0 and 1, in this order
@@ -20,7 +22,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if vocab_size < 300:
-        raise ValueError(f"vocab_size must be at least 300 (256 bytes, 2 special tokens, some merges); got {vocab_size}")
+        raise InputError(f"vocab_size must be at least 300 (256 bytes, 2 special tokens, some merges); got {vocab_size}")
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from dynamics.adapters import load_model
+from dynamics.errors import InputError
 from dynamics.scorers.induction import InductionConfig, make_probe, score_induction
 from dynamics.scorers.token_loss import TOKEN_LOSS_METRIC, token_loss_score
 from dynamics.toy.corpus import repeated_span_rows
@@ -35,9 +36,9 @@ class ToyModelSpec:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"{self.name}: hidden_size {self.hidden_size} is not divisible by {self.num_heads} heads")
+            raise InputError(f"{self.name}: hidden_size {self.hidden_size} is not divisible by {self.num_heads} heads")
         if (self.hidden_size // self.num_heads) % 8:
-            raise ValueError(f"{self.name}: head width must be a multiple of 8 (25% of it rotates, in pairs)")
+            raise InputError(f"{self.name}: head width must be a multiple of 8 (25% of it rotates, in pairs)")
 
     def hf_config(self, vocab_size: int, context_length: int) -> GPTNeoXConfig:
         """Pythia's architecture at toy scale: parallel residual, rotary on 25% of head dims, untied."""
@@ -84,11 +85,11 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         if self.repeat_rows < 0 or self.text_rows < 0 or self.repeat_rows + self.text_rows == 0:
-            raise ValueError(f"need a non-empty batch (repeat_rows={self.repeat_rows}, text_rows={self.text_rows})")
+            raise InputError(f"need a non-empty batch (repeat_rows={self.repeat_rows}, text_rows={self.text_rows})")
         if self.warmup_steps < 1:
-            raise ValueError(f"warmup_steps must be at least 1 (got {self.warmup_steps})")
+            raise InputError(f"warmup_steps must be at least 1 (got {self.warmup_steps})")
         if not 1 <= self.min_span <= self.max_span:
-            raise ValueError(f"need 1 ≤ min_span ≤ max_span (got {self.min_span}, {self.max_span})")
+            raise InputError(f"need 1 ≤ min_span ≤ max_span (got {self.min_span}, {self.max_span})")
 
     @property
     def total_steps(self) -> int:

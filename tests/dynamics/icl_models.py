@@ -23,7 +23,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from dynamics.adapters import LoadedModel, from_module
-from dynamics.tasks import IclTask, builtin_tasks
+from dynamics.tasks.base import IclTask
+from dynamics.tasks.builtin import builtin_tasks
 from dynamics.toy.tokenizer import train_tokenizer
 
 CARRIER = (1, 2)

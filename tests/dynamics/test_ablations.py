@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from dynamics.ablations import (
+from dynamics.adapters import LoadedModel, from_module, hooks
+from dynamics.experiments.ablations import (
     AblationConfig,
     HeldoutTokens,
     all_position_ablation,
@@ -20,12 +21,11 @@ from dynamics.ablations import (
     run_ablation_grid,
     select_heads,
 )
-from dynamics.adapters import LoadedModel, from_module
-from dynamics.icl_eval import IclEvalConfig, build_eval_prompts, evaluate_few_shot, hooks
-from dynamics.prompts import padded_batch
+from dynamics.experiments.few_shot import IclEvalConfig, build_eval_prompts, evaluate_few_shot
 from dynamics.provenance import Provenance
 from dynamics.scorers.function_vectors import mean_head_activations
 from dynamics.scorers.token_loss import token_loss_score
+from dynamics.tasks.prompts import padded_batch
 from tests.dynamics.icl_models import CARRIER, N_HEADS, N_LAYERS, carrier_model, yes_no_tasks, yes_no_tokenizer
 from warehouse.db import schema_sql
 

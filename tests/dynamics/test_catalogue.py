@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from dynamics.catalogue import (
+from dynamics.sources.catalogue import (
     PYTHIA_MODELS,
     PYTHIA_REVISIONS,
     PYTHIA_STEPS,
@@ -16,9 +16,9 @@ from dynamics.catalogue import (
     step_for_revision,
     tokens_seen,
 )
-from jobs import list_models
+from jobs import models as list_models
 
-# Published parameter counts (Pythia README / reference/algorithms.md §7.1), typed in independently.
+# Published parameter counts (Pythia README; docs/methods.md, "Pythia models"), typed in independently.
 PUBLISHED_PARAMS = {
     "14m": 14_067_712,
     "31m": 30_494_720,

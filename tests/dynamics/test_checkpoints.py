@@ -22,8 +22,8 @@ from huggingface_hub import scan_cache_dir
 from safetensors.torch import load_file
 
 from dynamics.adapters import load_model
-from dynamics.cache_budget import SharedCacheBudget
-from dynamics.checkpoints import LocalSource, duplicate_of
+from dynamics.sources.cache_budget import SharedCacheBudget
+from dynamics.sources.checkpoints import LocalSource, ReadAhead, WeightsIndex
 from tests.hub_cache import build_hub_cache, repo_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -84,10 +84,22 @@ def test_local_source_errors_name_what_exists(ckpt_tiny_run, tmp_path):
 
 def test_duplicate_weights_are_detected(ckpt_tiny_run):
     source = LocalSource(ckpt_tiny_run.root)
-    seen: dict[str, str] = {}
-    duplicates = {revision: duplicate_of(source.fetch(revision), seen) for revision in source.list_revisions()}
+    seen = WeightsIndex()
+    duplicates = {}
+    for revision in source.list_revisions():
+        fetched = source.fetch(revision)
+        original = seen.original(fetched.weights_sha256, fetched.step)
+        seen.add(fetched.weights_sha256, fetched.step)
+        duplicates[revision] = None if original is None else f"step{original}"
     assert duplicates == {"step0": None, "step1": "step0", "step2": None, "step16": None}
-    assert len(seen) == 3
+    assert len(seen.as_dict()) == 3
+
+
+def test_a_lower_step_seen_later_demotes_the_higher_one():
+    seen = WeightsIndex({"abc": 8})
+    assert seen.original("abc", 8) is None and seen.original("abc", 9) == 8
+    assert seen.add("abc", 2) == 8  # step 8 had these weights first, but step 2 is the original
+    assert seen.original("abc", 8) == 2 and seen.add("abc", 4) is None
 
 
 def test_weight_digest_is_remembered_until_the_file_changes(ckpt_tiny_run):
@@ -103,12 +115,13 @@ def test_weight_digest_is_remembered_until_the_file_changes(ckpt_tiny_run):
     assert source.fetch("step2").weights_sha256 == true_digest
 
 
-def test_prefetch_then_fetch_returns_the_same_checkpoint(ckpt_tiny_run):
+def test_read_ahead_then_take_returns_the_same_checkpoint(ckpt_tiny_run):
     source = LocalSource(ckpt_tiny_run.root)
-    source.prefetch("step2")
-    source.prefetch("step16")
-    assert source.fetch("step2") == LocalSource(ckpt_tiny_run.root).fetch("step2")
-    source.release("step16")  # prefetched, never fetched: waited out, no error
+    ahead = ReadAhead(source.fetch)
+    ahead.start("step2")
+    ahead.start("step16")
+    assert ahead.take("step2") == (LocalSource(ckpt_tiny_run.root).fetch("step2"), True)
+    assert ahead.take("step0") == (source.fetch("step0"), False)  # nothing started: read now
 
 
 def test_new_checkpoint_loads_into_the_built_model(ckpt_tiny_run):
@@ -174,16 +187,18 @@ OFFLINE_SCRIPT = """
     from pathlib import Path
     import torch
     from dynamics.adapters import load_model
-    from dynamics.checkpoints import HubSource, duplicate_of
+    from dynamics.sources.checkpoints import HubSource, WeightsIndex
 
     cache, local_root = Path(sys.argv[1]), Path(sys.argv[2])
     source = HubSource("EleutherAI/pythia-70m", cache_dir=cache)
     out = {"revisions": source.list_revisions(), "fetched": {}, "duplicates": {}}
-    seen = {}
+    seen = WeightsIndex()
     for revision in ["step0", "step1", "step2", "step16"]:
         f = source.fetch(revision)
         out["fetched"][revision] = [str(f.path), f.commit, f.weights_sha256, list(f.files), f.step]
-        out["duplicates"][revision] = duplicate_of(f, seen)
+        original = seen.original(f.weights_sha256, f.step)
+        seen.add(f.weights_sha256, f.step)
+        out["duplicates"][revision] = None if original is None else f"step{original}"
     ids = torch.arange(1, 17).unsqueeze(0)
     hub_logits = load_model(Path(out["fetched"]["step2"][0])).model(ids).logits
     local_logits = load_model(local_root / "step2").model(ids).logits
@@ -240,7 +255,7 @@ def test_hub_source_offline_lists_fetches_and_loads(ckpt_tiny_run, tmp_path):
 
 UNREACHABLE_SCRIPT = """
     import json, sys
-    from dynamics.checkpoints import HubSource
+    from dynamics.sources.checkpoints import HubSource
 
     try:
         HubSource("EleutherAI/pythia-70m", cache_dir=sys.argv[1]).fetch("step0")
@@ -267,7 +282,7 @@ def test_unreachable_hub_is_a_one_line_error(tmp_path):
 HOLDER_SCRIPT = """
     import json, sys, time
     from pathlib import Path
-    from dynamics.checkpoints import HubSource
+    from dynamics.sources.checkpoints import HubSource
 
     cache, bound, ready, go = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
     source = HubSource("tiny-org/tiny-neox", cache_dir=cache, max_cache_bytes=bound)
@@ -283,14 +298,15 @@ HOLDER_SCRIPT = """
 WORKER_SCRIPT = """
     import json, sys
     from pathlib import Path
-    from dynamics.checkpoints import HubSource
+    from dynamics.sources.checkpoints import HubSource, ReadAhead
 
     cache, bound = Path(sys.argv[1]), int(sys.argv[2])
     source = HubSource("tiny-org/tiny-neox", cache_dir=cache, max_cache_bytes=bound)
-    source.prefetch("step16")  # in flight (held) while step2 is fetched and released
+    ahead = ReadAhead(source.fetch)
+    ahead.start("step16")  # in flight (held) while step2 is fetched and released
     digests = {}
     for revision in ["step2", "step16", "step0", "step1"]:  # step0 is also held by the other process
-        digests[revision] = source.fetch(revision).weights_sha256
+        digests[revision] = ahead.take(revision)[0].weights_sha256
         source.release(revision)
     print(json.dumps(digests))
 """

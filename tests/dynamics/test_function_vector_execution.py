@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dynamics.ablations import AblationConfig
-from dynamics.function_vector_execution import (
+from dynamics.adapters import hooks
+from dynamics.experiments.ablations import AblationConfig
+from dynamics.experiments.few_shot import IclEvalConfig, build_eval_prompts
+from dynamics.experiments.function_vector_execution import (
     FunctionVectorExecutionConfig,
     add_at_last_position,
     build_function_vector,
@@ -15,11 +17,10 @@ from dynamics.function_vector_execution import (
     injection_layer,
     random_function_vector_heads,
 )
-from dynamics.icl_eval import IclEvalConfig, build_eval_prompts, hooks
-from dynamics.icl_experiments import IclExperimentConfig, build_icl_inputs, run_icl_experiments
-from dynamics.prompts import padded_batch
+from dynamics.experiments.runner import IclExperimentConfig, build_icl_inputs, run_icl_experiments
 from dynamics.provenance import Provenance
 from dynamics.scorers.function_vectors import mean_head_activations
+from dynamics.tasks.prompts import padded_batch
 from tests.dynamics.icl_models import CARRIER, N_HEADS, N_LAYERS, carrier_model, yes_no_tasks, yes_no_tokenizer
 
 EVAL = IclEvalConfig(n_shots=4, n_queries=6)

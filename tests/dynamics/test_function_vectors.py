@@ -14,7 +14,6 @@ from transformers import (
 )
 
 from dynamics.adapters import LoadedModel, from_module
-from dynamics.prompts import PromptSet, build_prompt_set, encode_prompt_set
 from dynamics.scorers.function_vectors import (
     FunctionVectorConfig,
     build_function_vector_prompts,
@@ -24,7 +23,9 @@ from dynamics.scorers.function_vectors import (
     score_function_vectors,
     score_function_vectors_reference,
 )
-from dynamics.tasks import IclPrompt, builtin_tasks
+from dynamics.tasks.base import IclPrompt
+from dynamics.tasks.builtin import builtin_tasks
+from dynamics.tasks.prompts import PromptSet, build_prompt_set, encode_prompt_set
 from dynamics.toy.tokenizer import train_tokenizer
 
 # Prompt lengths differ across these tasks (one word, a 5-word list, a capitalised word).
@@ -207,7 +208,7 @@ def test_config_settings_and_validation(prompt_set: PromptSet) -> None:
     settings = FunctionVectorConfig().settings()
     assert settings["metric"] == "fv" and settings["n_shots"] == 10 and settings["seed"] == 42
     assert "batch_size" not in settings
-    scored = FunctionVectorConfig().settings(prompt_set)  # the prompts actually scored describe themselves
+    scored = prompt_set.settings()  # the prompts actually scored describe themselves
     assert scored["n_shots"] == 3 and scored["prompt_seed"] == 0 and "seed" not in scored
     assert scored["prompts_sha256"] == prompt_set.content_hash
     with pytest.raises(ValueError, match="n_clean must be at least 1 .*batch_size must be at least 1"):

@@ -11,21 +11,19 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
-from dynamics.ablations import last_position_ablation
-from dynamics.adapters import LoadedModel, from_module
-from dynamics.icl_eval import (
-    REFERENCE_EVAL_TASKS,
+from dynamics.adapters import LoadedModel, from_module, hooks
+from dynamics.experiments.ablations import last_position_ablation
+from dynamics.experiments.few_shot import (
     IclEvalConfig,
     build_eval_prompts,
     evaluate_few_shot,
-    evaluation_tasks,
     f1_score,
     greedy_generate,
-    hooks,
     normalize_answer,
     parse_generation,
 )
-from dynamics.tasks import builtin_tasks
+from dynamics.tasks.builtin import builtin_tasks
+from dynamics.tasks.todd import REFERENCE_EVAL_TASKS, evaluation_tasks
 from dynamics.toy.tokenizer import train_tokenizer
 from tests.dynamics.icl_models import carrier_model, yes_no_tasks, yes_no_tokenizer
 

@@ -27,7 +27,7 @@ from dynamics.scorers.induction import (
 )
 from dynamics.toy.tokenizer import BOS_TEXT, train_tokenizer
 
-REPEAT = 50  # the reference's r length, so the closed forms of algorithms.md §1.6 apply as written
+REPEAT = 50  # the reference's r length, so the closed forms of docs/methods.md, "Pattern score formula" apply as written
 T = 1 + 2 * REPEAT
 
 
@@ -110,7 +110,8 @@ def test_forced_induction_head_scores_the_closed_form(hand_built):
     with loaded.attention_implementation("eager"):
         attentions = loaded.model(input_ids=probe, output_attentions=True).attentions[0]  # (seq, head, query, key)
     rows = torch.arange(REPEAT + 1, T)
-    closed_form = attentions[:, 1, rows, rows - (REPEAT - 1)].sum(dim=1).mean() / T  # §1.6, no accidental terms
+    # The closed form of docs/methods.md, "Pattern score formula", without accidental terms.
+    closed_form = attentions[:, 1, rows, rows - (REPEAT - 1)].sum(dim=1).mean() / T
     torch.testing.assert_close(scores["induction"][0, 1], closed_form, atol=1e-6, rtol=0)
     assert scores["induction"][0, 1] == pytest.approx(REPEAT / T, abs=1e-5)  # attention one-hot on i − 49
     assert scores["induction"][0, 3] == pytest.approx(REPEAT / T, abs=1e-5)
@@ -192,10 +193,10 @@ def loop_scores(loaded: LoadedModel, tokens: Tensor, lengths: Tensor | None = No
         ids = tokens[n, :length].tolist()
         captured: dict[str, Tensor] = {}
         handles = [
-            loaded.o_proj(l).register_forward_pre_hook(lambda _m, args, l=l: captured.__setitem__(l, args[0][0]))
+            loaded.o_proj(l).register_forward_pre_hook(lambda _m, args, l=l, store=captured: store.__setitem__(l, args[0][0]))
             for l in range(L)
         ]
-        handles.append(norm.register_forward_pre_hook(lambda _m, args: captured.__setitem__("final", args[0][0])))
+        handles.append(norm.register_forward_pre_hook(lambda _m, args, store=captured: store.__setitem__("final", args[0][0])))
         with torch.no_grad():
             attentions = hf(input_ids=torch.tensor([ids]), output_attentions=True).attentions
         for handle in handles:

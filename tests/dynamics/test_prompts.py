@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from dynamics.prompts import EncodedPrompt, PromptSet, build_prompt_set, encode_prompt_set, padded_batch
-from dynamics.tasks import IclPrompt, IclTask, Template, builtin_tasks
+from dynamics.tasks.base import IclPrompt, IclTask, Template
+from dynamics.tasks.builtin import builtin_tasks
+from dynamics.tasks.prompts import EncodedPrompt, PromptSet, build_prompt_set, encode_prompt_set, padded_batch
 from dynamics.toy.tokenizer import train_tokenizer
 
 NAMES = ["antonym", "choose_middle_of_5", "capitalize"]
@@ -76,7 +77,8 @@ def test_records_round_trip(tasks, tokenizer) -> None:
     prompt_set = build(tasks, tokenizer)
     records = json.loads(json.dumps(prompt_set.to_records()))  # what a warehouse column would hold
     assert len(records) == 3 * (4 + 5)
-    assert {"task", "task_index", "kind", "index", "demonstrations", "query", "target", "input_ids", "target_id"} <= set(records[0])
+    fields = {"task", "task_index", "kind", "index", "demonstrations", "query", "target", "input_ids", "target_id"}
+    assert fields <= set(records[0])
     rebuilt = PromptSet.from_records(records[::-1], seed=7)  # order of records does not matter
     assert rebuilt == prompt_set
     assert rebuilt.content_hash == prompt_set.content_hash

@@ -9,15 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamics.tasks import (
-    REFERENCE_FV_TASKS,
-    IclTask,
-    Template,
-    builtin_tasks,
-    load_task_dir,
-    sample_prompts,
-    split_rows,
-)
+from dynamics.tasks.base import IclTask, Template, sample_prompts, split_rows
+from dynamics.tasks.builtin import builtin_tasks
+from dynamics.tasks.todd import REFERENCE_FV_TASKS, load_task_dir
 
 SHARED_TASKS = Path("/work/shared/icl-tasks")
 

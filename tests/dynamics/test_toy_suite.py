@@ -11,15 +11,12 @@ from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerFast
 
 from dynamics.adapters import load_model
-from dynamics.scorers.induction import make_probe, score_induction
-from dynamics.scorers.token_loss import token_loss_score
+from dynamics.scorers.induction import InductionConfig, make_probe, ordinary_token_ids, score_induction
 from dynamics.toy.corpus import CorpusConfig, repeated_span_rows
 from dynamics.toy.suite import MANIFEST, ToySuiteConfig, checkpoint_schedule, read_manifest, train_suite
-from dynamics.scorers.induction import ordinary_token_ids
 from dynamics.toy.train import ProbeSettings, ToyModelSpec, TrainSettings
-from dynamics.scorers.induction import InductionConfig
 from jobs import cli
-from jobs.train_toy_suite import format_scores
+from jobs.toy import format_scores
 
 SMALL_CORPUS = CorpusConfig(n_stories=300, n_prompts=300, n_heldout_stories=40)
 PROBE = ProbeSettings(induction=InductionConfig(n_sequences=100))

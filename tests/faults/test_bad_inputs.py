@@ -72,7 +72,7 @@ def outcomes(fault_run_template, tmp_path_factory) -> dict[str, subprocess.Compl
 
 
 def _inputs(tmp: Path) -> dict[str, str]:
-    from dynamics.tasks import REFERENCE_FV_TASKS
+    from dynamics.tasks.todd import REFERENCE_FV_TASKS
     from warehouse.db import connect_write
 
     bad_tasks = tmp / "bad-tasks" / "abstractive"

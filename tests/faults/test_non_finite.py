@@ -10,13 +10,13 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from dynamics.adapters import from_module
+from dynamics.checkpoint_scorer import CheckpointScorer, ScoringConfig, TokenLossConfig
 from dynamics.provenance import Provenance
 from dynamics.scorers.function_vectors import EARLY_STEP, FunctionVectorConfig, choose_dtype
 from dynamics.scorers.induction import InductionConfig
-from dynamics.scoring import CheckpointScorer, ScoringConfig, TokenLossConfig
-from dynamics.tasks import builtin_tasks
+from dynamics.tasks.builtin import builtin_tasks
 from dynamics.toy.tokenizer import train_tokenizer
-from jobs.sweep_plan import ModelTarget
+from jobs.sweep.targets import ModelTarget
 from tests.faults.conftest import record_figures
 from warehouse import writes
 

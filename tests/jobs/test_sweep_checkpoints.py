@@ -40,7 +40,8 @@ def test_local_sweep_scores_every_checkpoint_and_resumes(sweep_run, tmp_path):
     warehouse = tmp_path / "w.duckdb"
     first = run_sweep(sweep_args(sweep_run, warehouse), tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert f"{len(RUN_STEPS)} planned, {len(RUN_STEPS) - 1} scored, 0 skipped as already done, 1 duplicates, 0 failed" in first.stdout
+    expected = f"{len(RUN_STEPS)} planned, {len(RUN_STEPS) - 1} scored, 0 skipped as already done, 1 duplicates, 0 failed"
+    assert expected in first.stdout
     tables = snapshot(warehouse)
     status = {row[1]: (row[3], row[4]) for row in tables["checkpoints"]}
     assert status == {0: ("ok", None), 1: ("duplicate", 0), 2: ("ok", None), 4: ("ok", None), 8: ("ok", None)}
@@ -48,7 +49,8 @@ def test_local_sweep_scores_every_checkpoint_and_resumes(sweep_run, tmp_path):
         per_checkpoint = con.execute(
             "SELECT step, metric, count(*), count(value) FROM head_scores GROUP BY ALL ORDER BY ALL"
         ).fetchall()
-        metrics = dict(con.execute("SELECT step, list(DISTINCT metric ORDER BY metric) FROM checkpoint_metrics GROUP BY step").fetchall())
+        metrics = dict(con.execute(
+            "SELECT step, list(DISTINCT metric ORDER BY metric) FROM checkpoint_metrics GROUP BY step").fetchall())
         model = con.execute("SELECT n_layers, n_heads, d_head, source FROM models").fetchall()
         ablated_steps = con.execute("SELECT DISTINCT step FROM ablations").fetchall()
         rankings = con.execute("SELECT DISTINCT ranking FROM ablations ORDER BY 1").fetchall()

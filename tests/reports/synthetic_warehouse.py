@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dynamics.rows import HEAD_METRICS
 from warehouse.db import connect_write
 
-HEAD_METRICS = ("induction", "prev_token", "duplicate_token", "copying", "fv")
 CHECKPOINT_METRICS = ("train_loss", "icl_token_loss", "loss_early", "loss_late")
 PYTHIA_STEPS = (0, *(2**i for i in range(10)), *range(1000, 143001, 1000))  # 154 revisions
 SETTINGS_HASH = "settings-new"

@@ -24,7 +24,7 @@ def _model(models: list[SyntheticModel], name: str) -> SyntheticModel:
 def _top(values: np.ndarray, k: int) -> set[tuple[int, int]]:
     """The k highest heads of a (layer, head) array, ties broken by layer then head."""
     L, H = values.shape
-    order = sorted(((-values[l, h], l, h) for l in range(L) for h in range(H)))
+    order = sorted((-values[l, h], l, h) for l in range(L) for h in range(H))
     return {(l, h) for _, l, h in order[:k]}
 
 

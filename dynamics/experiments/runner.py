@@ -18,14 +18,24 @@ from dataclasses import dataclass, field
 import polars as pl
 from torch import Tensor
 
-from dynamics.ablations import ABLATION_SCHEMA, AblationConfig, HeldoutTokens, cross_task_mean, run_ablation_grid
 from dynamics.adapters import LoadedModel
-from dynamics.function_vector_execution import FunctionVectorExecutionConfig, execute_function_vectors
-from dynamics.icl_eval import IclEvalConfig, IclEvalPrompts, build_eval_prompts, evaluate_few_shot
+from dynamics.errors import InputError
+from dynamics.experiments.ablations import (
+    ABLATION_SCHEMA,
+    AblationConfig,
+    HeldoutTokens,
+    cross_task_mean,
+    run_ablation_grid,
+)
+from dynamics.experiments.few_shot import IclEvalConfig, IclEvalPrompts, build_eval_prompts, evaluate_few_shot
+from dynamics.experiments.function_vector_execution import (
+    FunctionVectorExecutionConfig,
+    execute_function_vectors,
+)
 from dynamics.provenance import Provenance
 from dynamics.rows import checkpoint_metric_rows
 from dynamics.scorers.function_vectors import mean_head_activations
-from dynamics.tasks import IclTask
+from dynamics.tasks.base import IclTask
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +58,7 @@ class IclExperimentConfig:
 
     def __post_init__(self) -> None:
         if self.means_from not in MEAN_SOURCES:
-            raise ValueError(f"means_from must be one of {', '.join(MEAN_SOURCES)} (got {self.means_from!r})")
+            raise InputError(f"means_from must be one of {', '.join(MEAN_SOURCES)} (got {self.means_from!r})")
 
     def settings(self, inputs: IclInputs | None = None) -> dict:
         """Provenance of the results; with `inputs`, their prompt hashes and held-out positions too."""
@@ -115,7 +125,7 @@ def run_icl_experiments(
     """
     inputs.prompts.few_shot.check_fits(model.n_ctx)
     if (means is None) != (config.means_from == "evaluation_prompts"):
-        raise ValueError(
+        raise InputError(
             f"means_from={config.means_from!r} but means were {'not ' if means is None else ''}given; pass the FV "
             "scorer's means with 'fv_prompts', or none with 'evaluation_prompts'"
         )
@@ -130,7 +140,7 @@ def run_icl_experiments(
                                       config.evaluation, inputs.heldout, clean)
     if config.function_vector_execution is not None:
         if "fv" not in head_scores:
-            raise ValueError("FV execution needs the 'fv' head score; score FV heads or set function_vector_execution=None")
+            raise InputError("FV execution needs the 'fv' head score; score FV heads or set function_vector_execution=None")
         metrics |= execute_function_vectors(model, inputs.prompts, head_scores["fv"], mean_values, clean.top1,
                                             config.function_vector_execution)
     return IclResults(ablations, checkpoint_metric_rows(metrics, provenance))

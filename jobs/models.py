@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dynamics.catalogue import PYTHIA_MODELS, PYTHIA_STEPS
-
+from dynamics.sources.catalogue import PYTHIA_MODELS, PYTHIA_STEPS
 
 _COLUMNS = ("repo id", "layers", "d_model", "heads", "d_head", "rotary", "vocab", "params", "checkpoints")
 

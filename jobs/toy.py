@@ -10,7 +10,6 @@ from pathlib import Path
 from dynamics.toy.suite import PRESETS, ensure_suite, read_manifest
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="suite size (default: CPU-sized)")
     parser.add_argument(

@@ -18,13 +18,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 
 import polars as pl
-import torch
 from torch import Tensor
 
-from dynamics.ablations import HeldoutTokens
 from dynamics.adapters import LoadedModel
-from dynamics.icl_experiments import IclExperimentConfig, build_icl_inputs, run_icl_experiments
-from dynamics.prompts import PromptSet
+from dynamics.errors import InputError
+from dynamics.experiments.ablations import HeldoutTokens
+from dynamics.experiments.runner import IclExperimentConfig, build_icl_inputs, run_icl_experiments
 from dynamics.provenance import Provenance
 from dynamics.rows import checkpoint_metric_rows, head_score_rows, head_task_score_rows
 from dynamics.scorers.function_vectors import (
@@ -34,21 +33,22 @@ from dynamics.scorers.function_vectors import (
 )
 from dynamics.scorers.induction import InductionConfig, make_probe, ordinary_token_ids, score_induction
 from dynamics.scorers.token_loss import token_loss_score
-from dynamics.tasks import IclTask
+from dynamics.tasks.base import IclTask
+from dynamics.tasks.prompts import PromptSet
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TokenLossConfig:
-    """Positions of the ICL token-loss score (algorithms.md §4 uses 50 and 500 on 1024-token rows)."""
+    """Positions of the ICL token-loss score (docs/methods.md, "ICL token-loss score"); the reference uses 50 and 500."""
 
     early: int = 50
     late: int = 500
 
     def __post_init__(self) -> None:
         if not 0 <= self.early < self.late:
-            raise ValueError(f"token-loss positions need 0 ≤ early < late (got early={self.early}, late={self.late})")
+            raise InputError(f"token-loss positions need 0 ≤ early < late (got early={self.early}, late={self.late})")
 
 
 @dataclass(frozen=True)
@@ -63,17 +63,14 @@ class ScoringConfig:
 
     def __post_init__(self) -> None:
         if self.icl is not None and (self.icl.means_from == "fv_prompts") != (self.function_vectors is not None):
-            raise ValueError("icl.means_from must be 'fv_prompts' exactly when FV heads are scored "
+            raise InputError("icl.means_from must be 'fv_prompts' exactly when FV heads are scored "
                              "(else 'evaluation_prompts')")
 
     def settings(self) -> dict:
         """Everything that changes a score (batch sizes excluded: scores do not depend on them)."""
-        fv = None
-        if self.function_vectors is not None:
-            fv = {k: v for k, v in asdict(self.function_vectors).items() if k not in ("batch_size", "unembed_rows")}
         return {
             "induction": self.induction.settings(),
-            "function_vectors": fv,
+            "function_vectors": None if self.function_vectors is None else self.function_vectors.settings(),
             "token_loss": asdict(self.token_loss),
             "icl": None if self.icl is None else self.icl.settings(),
         }
@@ -117,7 +114,7 @@ def _fitting_tasks(prompt_set: PromptSet, n_ctx: int) -> PromptSet:
     fitting = prompt_set.fitting(n_ctx)
     dropped = sorted(set(prompt_set.task_names) - set(fitting.task_names))
     if not fitting.tasks:
-        raise ValueError(f"no FV task's prompts fit the model's {n_ctx}-token context; use fewer shots (--shots)")
+        raise InputError(f"no FV task's prompts fit the model's {n_ctx}-token context; use fewer shots (--shots)")
     if dropped:
         log.warning("%d FV task(s) have prompts longer than the %d-token context and are left out: %s",
                     len(dropped), n_ctx, ", ".join(dropped))

@@ -1,13 +1,13 @@
 """Head ablations across training: which heads, how they are ablated, and the grid of measurements.
 
-Head choice (algorithms.md §3.1, `get_heads_to_ablate`): rank all N = L·H heads by the induction score,
-the FV score, or a random score (Python `random` seeded once, one draw per head in layer-major order);
-stable descending sort. k = ⌊fraction·N⌋ (at least 1) for fraction < 1, else an absolute count. With
-exclusion, the top ⌊0.02·N⌋ heads of the *other* score are removed first — the other score is FV for
-induction and induction otherwise, so random-with-exclusion spares the top induction heads, and
-models with fewer than 50 heads exclude nothing.
+Head choice (docs/methods.md, "Head choice"; the reference's `get_heads_to_ablate`): rank all N = L·H
+heads by the induction score, the FV score, or a random score (Python `random` seeded once, one draw per
+head in layer-major order); stable descending sort. k = ⌊fraction·N⌋ (at least 1) for fraction < 1, else
+an absolute count. With exclusion, the top ⌊0.02·N⌋ heads of the *other* score are removed first — the
+other score is FV for induction and induction otherwise, so random-with-exclusion spares the top
+induction heads, and models with fewer than 50 heads exclude nothing.
 
-Ablation (§3.2, §4):
+Ablation (docs/methods.md, "Mean and zero ablation" and "Token-loss ablation"):
 - few-shot accuracy, method 'mean': each ablated head's slice of the o_proj input at the last position
   of whatever is processed (the final prompt token, then each generated token) becomes the cross-task
   mean activation (mean over tasks of μ^τ, `mean_head_activations`); 'zero' writes zeros there. In both
@@ -35,8 +35,15 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from dynamics.adapters import LoadedModel
-from dynamics.icl_eval import IclAccuracy, IclEvalConfig, IclEvalPrompts, Intervention, evaluate_few_shot, hooks
+from dynamics.adapters import LoadedModel, hooks
+from dynamics.errors import InputError
+from dynamics.experiments.few_shot import (
+    IclAccuracy,
+    IclEvalConfig,
+    IclEvalPrompts,
+    Intervention,
+    evaluate_few_shot,
+)
 from dynamics.provenance import Provenance
 from dynamics.scorers.token_loss import token_loss_score
 
@@ -70,7 +77,7 @@ def rank_heads(scores: Tensor) -> list[Head]:
 def ablation_count(amount: float, n_total: int) -> int:
     """Heads to ablate: ⌊amount·N⌋ but at least 1 when 0 < amount < 1; an absolute count when amount ≥ 1."""
     if amount < 0:
-        raise ValueError(f"the ablation amount must be ≥ 0 (got {amount}); use a fraction below 1 or a head count")
+        raise InputError(f"the ablation amount must be ≥ 0 (got {amount}); use a fraction below 1 or a head count")
     if amount == 0:
         return 0
     if amount < 1:
@@ -90,7 +97,7 @@ def select_heads(
         amount: fraction of all heads (< 1) or a head count (≥ 1); 0 ablates nothing.
     """
     if ranking not in RANKINGS:
-        raise ValueError(f"ranking {ranking!r} is not one of {', '.join(RANKINGS)}")
+        raise InputError(f"ranking {ranking!r} is not one of {', '.join(RANKINGS)}")
     shape = tuple(next(iter(head_scores.values())).shape)
     n_total = math.prod(shape)
     k = ablation_count(amount, n_total)
@@ -100,7 +107,7 @@ def select_heads(
     needed = ({ranking} - {"random"}) | ({other} if exclusion else set())
     missing = sorted(needed - set(head_scores))
     if missing:
-        raise ValueError(
+        raise InputError(
             f"ablating by {ranking}{' with exclusion' if exclusion else ''} needs the {missing[0]!r} head score; "
             f"got only {', '.join(sorted(head_scores))}"
         )
@@ -151,7 +158,7 @@ def last_position_ablation(model: LoadedModel, heads: Sequence[Head], values: Te
 def all_position_ablation(model: LoadedModel, heads: Sequence[Head], method: str) -> Iterator[None]:
     """The token-loss ablation at every position: 'mean' → the head's BOS-position output, 'zero' → zeros."""
     if method not in METHODS:
-        raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
+        raise InputError(f"method {method!r} is not one of {', '.join(METHODS)}")
 
     def hook_for(head_index: Tensor):
         def hook(_module, args):
@@ -192,7 +199,7 @@ class AblationConfig:
         if not 0 <= self.exclude_fraction < 1:
             problems.append(f"exclude_fraction must be in [0, 1) (got {self.exclude_fraction})")
         if problems:
-            raise ValueError(f"AblationConfig: {'; '.join(problems)}")
+            raise InputError(f"AblationConfig: {'; '.join(problems)}")
 
     def settings(self) -> dict:
         return {
@@ -237,7 +244,7 @@ def cross_task_mean(model: LoadedModel, means: Tensor) -> Tensor:
     """(layer, head, d_head) fp32: the mean over tasks of μ^τ (task, layer, head, d_head); a 3-d tensor is taken as is."""
     mean_values = means.float().mean(dim=0) if means.ndim == 4 else means.float()
     if tuple(mean_values.shape) != (model.n_layers, model.n_heads, model.d_head):
-        raise ValueError(
+        raise InputError(
             f"means has shape {tuple(means.shape)}; expected (task, {model.n_layers}, {model.n_heads}, {model.d_head}) "
             "from mean_head_activations on this model"
         )

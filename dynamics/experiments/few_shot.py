@@ -1,9 +1,9 @@
 """Few-shot ICL accuracy of a checkpoint: prompts, greedy generation, SQuAD-style F1 and first-token top-1.
 
-Definitions (algorithms.md §3.3): per evaluation task, query i is the i-th row of the valid pool (in
-order), with `n_shots` demonstrations drawn without replacement from the train pool; the prompt is the
-clean reference template with BOS. The model generates up to `max_new_tokens` tokens greedily; the
-answer is the first match of `[\\w. ]+` in the decoded text, compared with the stripped target by
+Definitions (docs/methods.md, "Few-shot accuracy"): per evaluation task, query i is the i-th row of the
+valid pool (in order), with `n_shots` demonstrations drawn without replacement from the train pool; the
+prompt is the clean reference template with BOS. The model generates up to `max_new_tokens` tokens
+greedily; the answer is the first match of `[\\w. ]+` in the decoded text, compared with the stripped target by
 token-level F1 after SQuAD normalisation. `top1` asks whether the argmax at the prompt's last position
 is the target's first token. Model-level numbers are the mean over tasks of per-task means.
 
@@ -16,7 +16,8 @@ an early stop would include prompt tokens — we decode only the new tokens up t
 Interventions (head ablations, added function vectors) hook into every forward as an `Intervention`:
 a callable that gets, per row, the index of the last position being processed and returns a context
 manager holding the hooks. In the prefill that is the row's last prompt token; in each later step the
-single new token (algorithms.md §3.2: "position −1 of whatever the model is processing").
+single new token (docs/methods.md, "Mean and zero ablation": the last position of whatever the model is
+processing).
 """
 
 from __future__ import annotations
@@ -28,28 +29,24 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from dynamics.adapters import LoadedModel
-from dynamics.prompts import EncodedPrompt, PromptSet, encode_prompt_set, padded_batch, task_rng
-from dynamics.tasks import TASK_FOLDERS, IclPrompt, IclTask, builtin_tasks, load_task_dir
-
-# algorithms.md §3.3: FV_PAPER_TEST (11) + NEW_EVAL_TASKS (8), file stems as the reference loads them;
-# `capitalize_second_letter_train` is the reference's (a `_train` file among `_val` files).
-REFERENCE_EVAL_TASKS: tuple[str, ...] = (
-    "ag_news_val", "capitalize_first_letter_val", "conll2003_organization_val", "national_parks_val",
-    "park-country_val", "person-occupation_val", "animal_v_object_3_val", "choose_first_of_5_val",
-    "english-german_val", "person-instrument_val", "commonsense_qa_val",
-    "capital_index_val", "capitalize_second_letter_train", "abstract_clf_val", "french-english_val",
-    "bind_fruit_val", "bind_capital_par_val", "bind_capital_val", "bind_shape_val",
+from dynamics.errors import InputError
+from dynamics.tasks.base import IclPrompt, IclTask
+from dynamics.tasks.prompts import (
+    EncodedPrompt,
+    PromptSet,
+    encode_prompt_set,
+    length_sorted_batches,
+    padded_batch,
+    task_rng,
 )
-REFERENCE_EVAL_SPLIT = {"seed": 32, "test_size": 0.9}  # ablate.py's `load_dataset` defaults
 
 Intervention = Callable[[Tensor], contextlib.AbstractContextManager]
 
@@ -69,28 +66,10 @@ class IclEvalConfig:
         if self.n_shots < 0:
             problems.append(f"n_shots must be at least 0 (got {self.n_shots})")
         if problems:
-            raise ValueError(f"IclEvalConfig: {'; '.join(problems)}")
+            raise InputError(f"IclEvalConfig: {'; '.join(problems)}")
 
     def settings(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "batch_size"}
-
-
-def evaluation_tasks(tasks_dir: str | Path | None = None) -> dict[str, IclTask]:
-    """The tasks ICL accuracy is measured on: the built-in tasks, or the reference's list from a Todd folder.
-
-    From a folder, the tasks of `REFERENCE_EVAL_TASKS` whose files exist there, split as `ablate.py`
-    splits them (≈10 % train, 81 % valid).
-    """
-    if tasks_dir is None:
-        return builtin_tasks()
-    root = Path(tasks_dir)
-    present = [n for n in REFERENCE_EVAL_TASKS if any((root / d / f"{n}.json").is_file() for d in TASK_FOLDERS)]
-    if not present:
-        raise FileNotFoundError(
-            f"none of the reference evaluation tasks ({REFERENCE_EVAL_TASKS[0]}, …) is under {root}; "
-            "pass the folder that contains abstractive/, extractive/ and new_tasks/"
-        )
-    return load_task_dir(root, present, **REFERENCE_EVAL_SPLIT)
 
 
 # --- prompts --------------------------------------------------------------------------------------
@@ -124,7 +103,7 @@ class IclEvalPrompts:
         keep = [i for i, t in enumerate(self.few_shot.tasks)
                 if max(len(p.input_ids) for kind in ("clean", "corrupted") for p in t.prompts(kind)) <= limit]
         if not keep:
-            raise ValueError(
+            raise InputError(
                 f"no evaluation task has prompts of at most {limit} tokens (context {n_ctx}, {max_new_tokens} new "
                 "tokens); use fewer shots"
             )
@@ -139,7 +118,7 @@ def _sha256(value) -> str:
 def sample_eval_prompts(task: IclTask, config: IclEvalConfig) -> tuple[list[IclPrompt], list[IclPrompt]]:
     """(clean, label-shuffled) prompts for the first `n_queries` valid rows, in order; same demonstrations."""
     if len(task.train) < config.n_shots or not task.valid:
-        raise ValueError(
+        raise InputError(
             f"task {task.name!r} has {len(task.train)} train and {len(task.valid)} valid rows; {config.n_shots}-shot "
             "evaluation needs that many train rows and a valid row: lower n_shots or leave the task out"
         )
@@ -191,17 +170,6 @@ def f1_score(prediction: str, reference: str) -> float:
 
 
 # --- generation -------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def hooks(handles) -> Iterator[None]:
-    """Remove the given hook handles on exit."""
-    handles = list(handles)
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @dataclass(frozen=True)
@@ -268,14 +236,6 @@ class IclAccuracy:
         return {metric: float(np.mean([m[metric] for m in means])) for metric in ("f1", "top1")}
 
 
-def _length_sorted(prompts: Sequence[Sequence[EncodedPrompt]], batch_size: int) -> Iterator[list[tuple[int, int, EncodedPrompt]]]:
-    """(task index, prompt index, prompt) in batches of similar length (little padding)."""
-    items = sorted(((t, i, p) for t, task in enumerate(prompts) for i, p in enumerate(task)),
-                   key=lambda item: len(item[2].input_ids))
-    for start in range(0, len(items), batch_size):
-        yield items[start : start + batch_size]
-
-
 def evaluate_few_shot(
     model: LoadedModel, prompts: IclEvalPrompts, config: IclEvalConfig = IclEvalConfig(),
     intervention: Intervention | None = None,
@@ -284,7 +244,7 @@ def evaluate_few_shot(
     tasks = [t.clean for t in prompts.few_shot.tasks]
     f1 = [torch.zeros(len(t)) for t in tasks]
     top1 = [torch.zeros(len(t)) for t in tasks]
-    for batch in _length_sorted(tasks, config.batch_size):
+    for batch in length_sorted_batches(tasks, config.batch_size):
         encoded = [p for _, _, p in batch]
         generation = greedy_generate(model, encoded, config.max_new_tokens, prompts.stop_id, intervention)
         for (t, i, p), first, new, finite in zip(batch, generation.first_argmax.tolist(), generation.new_ids,
@@ -303,7 +263,7 @@ def first_token_correct(
     """Per task, (prompt,) 1.0 where the argmax at the last prompt token is the target's first token, else
     0.0; NaN where the logits were not finite."""
     correct = [torch.zeros(len(t)) for t in prompts]
-    for batch in _length_sorted(prompts, batch_size):
+    for batch in length_sorted_batches(prompts, batch_size):
         generation = greedy_generate(model, [p for _, _, p in batch], 1, stop_id=-1, intervention=intervention)
         for (t, i, p), first, finite in zip(batch, generation.first_argmax.tolist(), generation.finite.tolist()):
             correct[t][i] = float(first == p.target_id) if finite else math.nan

@@ -1,9 +1,9 @@
 """Tokenized FV prompt sets, built once per task list and reused for every checkpoint.
 
-The FV score (algorithms.md §2) needs, per task, clean few-shot prompts (for the task-mean head
-activations) and label-shuffled prompts (for the indirect effect). Sampling never depends on the model
-(§8.2 item 4), so a `PromptSet` is drawn and tokenized once and handed to every checkpoint of every
-size that shares the tokenizer. It can be written out as records (`to_records`) and read back
+The FV score (docs/methods.md, "Function-vector score") needs, per task, clean few-shot prompts (for the
+task-mean head activations) and label-shuffled prompts (for the indirect effect). Sampling never depends
+on the model (docs/methods.md, "Prompt sampling"), so a `PromptSet` is drawn and tokenized once and
+handed to every checkpoint of every size that shares the tokenizer. It can be written out as records (`to_records`) and read back
 (`from_records`), and carries a content hash so every stored score names the exact prompts it used.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dynamics.tasks import IclPrompt, IclTask, Template, sample_prompts
+from dynamics.errors import InputError
+from dynamics.tasks.base import IclPrompt, IclTask, Template, sample_prompts
 
 PROMPT_KINDS = ("clean", "corrupted")
 
@@ -76,7 +77,7 @@ class PromptSet:
         for task in self.tasks:
             longest = max(len(p.input_ids) for kind in PROMPT_KINDS for p in task.prompts(kind))
             if longest > n_ctx:
-                raise ValueError(
+                raise InputError(
                     f"task {task.task!r} has a prompt of {longest} tokens but the model's context is {n_ctx} "
                     "tokens; use fewer shots or leave the task out"
                 )
@@ -107,7 +108,7 @@ class PromptSet:
         task_order: dict[str, int] = {}
         for record in records:
             if record["kind"] not in PROMPT_KINDS:
-                raise ValueError(f"prompt record kind {record['kind']!r} is not one of {', '.join(PROMPT_KINDS)}")
+                raise InputError(f"prompt record kind {record['kind']!r} is not one of {', '.join(PROMPT_KINDS)}")
             prompt = IclPrompt(
                 task=record["task"],
                 demonstrations=tuple((str(x), str(y)) for x, y in record["demonstrations"]),
@@ -145,7 +146,7 @@ class PromptSet:
 
 def _task_prompts(name: str, clean: Sequence[EncodedPrompt], corrupted: Sequence[EncodedPrompt]) -> TaskPrompts:
     if not clean or not corrupted:
-        raise ValueError(
+        raise InputError(
             f"task {name!r} has {len(clean)} clean and {len(corrupted)} corrupted prompts; the FV score needs at "
             "least one of each"
         )
@@ -155,8 +156,8 @@ def _task_prompts(name: str, clean: Sequence[EncodedPrompt], corrupted: Sequence
 def task_rng(seed: int, task: str) -> np.random.Generator:
     """The generator for one task's prompts: depends on the seed and the task name only.
 
-    Unlike the reference's single global stream (algorithms.md §2.8), adding or dropping a task does
-    not change the prompts of the others.
+    Unlike the reference's single global stream (docs/methods.md, "Prompt sampling"), adding or dropping
+    a task does not change the prompts of the others.
     """
     return np.random.default_rng([seed, zlib.crc32(task.encode())])
 
@@ -184,7 +185,7 @@ def build_prompt_set(
     names = list(tasks) if names is None else list(names)
     unknown = [name for name in names if name not in tasks]
     if unknown:
-        raise ValueError(f"unknown task {unknown[0]!r}; known tasks: {', '.join(sorted(tasks))}")
+        raise InputError(f"unknown task {unknown[0]!r}; known tasks: {', '.join(sorted(tasks))}")
     drawn = {}
     for name in names:
         rng = task_rng(seed, name)
@@ -205,12 +206,12 @@ def encode_prompt_set(
     """Tokenize explicitly given prompts: {task: (clean prompts, corrupted prompts)}.
 
     Texts are `IclPrompt.text(template, bos_text)` tokenized without the tokenizer's own special tokens
-    (the BOS text is in the string, algorithms.md §2.3); the target id is the first token of
+    (the BOS text is in the string, docs/methods.md, "Prompt template"); the target id is the first token of
     `" " + target` tokenized alone.
     """
     bos_text = tokenizer.bos_token if bos_text is None else bos_text
     if template.prepend_bos and not bos_text:
-        raise ValueError("the tokenizer has no bos_token and no bos_text was given; pass bos_text")
+        raise InputError("the tokenizer has no bos_token and no bos_text was given; pass bos_text")
 
     def encode(batch: Sequence[IclPrompt]) -> tuple[EncodedPrompt, ...]:
         texts = [p.text(template, bos_text) for p in batch]
@@ -218,11 +219,21 @@ def encode_prompt_set(
         targets = tokenizer([f" {p.target}" for p in batch], add_special_tokens=False)["input_ids"]
         for prompt, target in zip(batch, targets):
             if not target:
-                raise ValueError(f"task {prompt.task!r}: target {prompt.target!r} tokenizes to nothing")
+                raise InputError(f"task {prompt.task!r}: target {prompt.target!r} tokenizes to nothing")
         return tuple(EncodedPrompt(p, tuple(i), t[0]) for p, i, t in zip(batch, ids, targets))
 
     tasks = tuple(_task_prompts(name, encode(clean), encode(corrupted)) for name, (clean, corrupted) in prompts.items())
     return PromptSet(tasks=tasks, seed=seed)
+
+
+def length_sorted_batches(
+    prompts: Sequence[Sequence[EncodedPrompt]], batch_size: int
+) -> Iterator[list[tuple[int, int, EncodedPrompt]]]:
+    """(task index, prompt index, prompt) of every task's prompts, in batches of similar length (little padding)."""
+    items = sorted(((t, i, p) for t, task in enumerate(prompts) for i, p in enumerate(task)),
+                   key=lambda item: len(item[2].input_ids))
+    for start in range(0, len(items), batch_size):
+        yield items[start : start + batch_size]
 
 
 def padded_batch(prompts: Sequence[EncodedPrompt], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:

@@ -1,6 +1,6 @@
 """The Pythia model catalogue: sizes, architecture facts, published checkpoint steps, step specs.
 
-Facts come from the Pythia README table and the Hugging Face configs (reference/algorithms.md §7).
+Facts come from the Pythia README table and the Hugging Face configs (docs/methods.md, "Pythia models").
 Every size has 154 checkpoints, published as branches `step0`, `step1`, `step2`, `step4`, …, `step512`,
 then `step1000` … `step143000`; `main` is the same model as `step143000`.
 """
@@ -11,6 +11,8 @@ import bisect
 import difflib
 import re
 from dataclasses import dataclass
+
+from dynamics.errors import InputError
 
 ORGANISATION = "EleutherAI"
 TOKENS_PER_STEP = 2_097_152  # 1024 sequences × 2048 tokens per optimizer step
@@ -44,17 +46,13 @@ class PythiaModel:
         return f"{ORGANISATION}/{self.name}"
 
     @property
-    def n_attention_heads_total(self) -> int:
-        return self.n_layers * self.n_heads
-
-    @property
     def n_params(self) -> int:
         """Parameters including both (untied) embeddings: L·(12d² + 13d) + 2Vd + 2d."""
         d = self.d_model
         return self.n_layers * (12 * d * d + 13 * d) + 2 * self.vocab_rows * d + 2 * d
 
 
-# size, deduped variant exists, L, d, H, d_head, rotary dims, V  (algorithms.md §7.1)
+# size, deduped variant exists, L, d, H, d_head, rotary dims, V  (docs/methods.md, "Pythia models")
 _SIZES = (
     ("14m", False, 6, 128, 4, 32, 8, 50_304),
     ("31m", False, 6, 256, 8, 32, 8, 50_304),
@@ -82,10 +80,10 @@ def pythia_model(name: str) -> PythiaModel:
         return PYTHIA_MODELS[key]
     base = key.removesuffix("-deduped")
     if base != key and base in PYTHIA_MODELS:
-        raise ValueError(f"{name!r} does not exist: {base} has no deduped variant (deduped exists for 70m to 12b)")
+        raise InputError(f"{name!r} does not exist: {base} has no deduped variant (deduped exists for 70m to 12b)")
     close = difflib.get_close_matches(key, PYTHIA_MODELS, n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise ValueError(f"unknown Pythia model {name!r}; {hint}`dynamics models` lists all")
+    raise InputError(f"unknown Pythia model {name!r}; {hint}`dynamics models` lists all")
 
 
 def is_pythia_repo(repo_id: str) -> bool:
@@ -97,7 +95,7 @@ def is_pythia_repo(repo_id: str) -> bool:
 def revision_for_step(step: int) -> str:
     """The branch name of a step: 1000 → 'step1000'."""
     if step < 0:
-        raise ValueError(f"step must be non-negative (got {step})")
+        raise InputError(f"step must be non-negative (got {step})")
     return f"step{step}"
 
 
@@ -107,7 +105,7 @@ def step_for_revision(revision: str) -> int:
         return FINAL_STEP
     match = _REVISION_PATTERN.fullmatch(revision)
     if match is None:
-        raise ValueError(f"revision {revision!r} is not a step branch; expected 'main' or 'step<N>' like 'step1000'")
+        raise InputError(f"revision {revision!r} is not a step branch; expected 'main' or 'step<N>' like 'step1000'")
     return int(match.group(1))
 
 
@@ -135,14 +133,14 @@ def parse_steps(spec: str, available: list[int], model_id: str | None = None) ->
     """
     published = sorted(set(available))
     if not published:
-        raise ValueError(f"{model_id or 'the checkpoint source'} publishes no checkpoints to select from")
+        raise InputError(f"{model_id or 'the checkpoint source'} publishes no checkpoints to select from")
     text = spec.strip().replace(" ", "")
     if text == "all":
         return published
     if ":" in text:
         selected = _select_range(text, spec, published)
         if not selected:
-            raise ValueError(f"steps {spec!r} select no published checkpoint ({describe_steps(published)})")
+            raise InputError(f"steps {spec!r} select no published checkpoint ({describe_steps(published)})")
         return selected
     steps = [_parse_int(part.removeprefix("step"), spec) for part in text.split(",")]
     for step in steps:
@@ -153,18 +151,18 @@ def parse_steps(spec: str, available: list[int], model_id: str | None = None) ->
 def _select_range(text: str, spec: str, published: list[int]) -> list[int]:
     parts = text.split(":")
     if len(parts) > 3:
-        raise ValueError(f"cannot parse steps {spec!r}; {_SPEC_FORMS}")
+        raise InputError(f"cannot parse steps {spec!r}; {_SPEC_FORMS}")
     start = _parse_int(parts[0], spec) if parts[0] else published[0]
     stop = _parse_int(parts[1], spec) if parts[1] else published[-1] + 1
     stride = _parse_int(parts[2], spec) if len(parts) == 3 and parts[2] else 1
     if stride <= 0:
-        raise ValueError(f"step stride in {spec!r} must be positive (got {stride})")
+        raise InputError(f"step stride in {spec!r} must be positive (got {stride})")
     return [s for s in published if start <= s < stop and (s - start) % stride == 0]
 
 
 def _parse_int(text: str, spec: str) -> int:
     if not text.isdigit():
-        raise ValueError(f"cannot parse steps {spec!r}; {_SPEC_FORMS}")
+        raise InputError(f"cannot parse steps {spec!r}; {_SPEC_FORMS}")
     return int(text)
 
 
@@ -178,7 +176,7 @@ def check_published(step: int, published: list[int], model_id: str | None) -> No
         nearest_text = f"the nearest are {nearest[0]} and {nearest[1]}"
     else:
         nearest_text = f"the nearest is {nearest[0]}"
-    raise ValueError(
+    raise InputError(
         f"step {step} is not a published checkpoint of {model_id or 'this source'}; {nearest_text} "
         f"({describe_steps(published)})"
     )

@@ -25,6 +25,8 @@ from pathlib import Path
 from filelock import FileLock
 from huggingface_hub import scan_cache_dir
 
+from dynamics.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -39,7 +41,7 @@ class SharedCacheBudget:
 
     def __init__(self, cache_dir: Path, max_bytes: int | None) -> None:
         if max_bytes is not None and max_bytes < 0:
-            raise ValueError(f"max_cache_bytes must be non-negative (got {max_bytes})")
+            raise InputError(f"max_cache_bytes must be non-negative (got {max_bytes})")
         self.cache_dir = Path(cache_dir)
         self.max_bytes = max_bytes
         self._state = self.cache_dir / ".dynamics"

@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 
 from dynamics.adapters import LoadedModel, load_model
+from dynamics.checkpoint_scorer import CheckpointScorer, ScoredCheckpoint
 from dynamics.provenance import Provenance
-from dynamics.scoring import CheckpointScorer, ScoredCheckpoint
-from jobs.sweep_plan import ModelTarget, WorkItem, open_source
+from dynamics.sources.checkpoints import ReadAhead, WeightsIndex
+from jobs.sweep.plan import WorkItem
+from jobs.sweep.targets import ModelTarget
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class WorkResult:
 class _Loaded:
     """A fetched checkpoint and, when the model is already built, its tensors read for it."""
 
-    fetched: object  # dynamics.checkpoints.FetchedCheckpoint
+    fetched: object  # dynamics.sources.checkpoints.FetchedCheckpoint
     state: dict | None
     read_s: float
 
@@ -54,34 +55,35 @@ class ScoringWorker:
         self._sources: dict = {}
         self._models: dict[str, LoadedModel] = {}
         self._scorers: dict[str, CheckpointScorer] = {}
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-reader")
-        self._ahead: dict[WorkItem, Future] = {}
+        self._ahead = ReadAhead(self._fetch_and_read)
 
     def ready(self) -> str:
         return f"{self.device}:{torch.cuda.get_device_name() if self.device.startswith('cuda') else 'cpu'}"
 
     def _source(self, model_id: str):
         if model_id not in self._sources:
-            self._sources[model_id] = open_source(self.targets[model_id])
+            self._sources[model_id] = self.targets[model_id].open_source()
         return self._sources[model_id]
 
-    def score(self, item: WorkItem, upcoming: WorkItem | None, known_hashes: dict[str, int]) -> WorkResult:
-        """Fetch, load and score one checkpoint; fetch and read `upcoming` meanwhile."""
+    def score(self, item: WorkItem, upcoming: WorkItem | None, known_weights: dict[str, int]) -> WorkResult:
+        """Fetch, load and score one checkpoint; fetch and read `upcoming` meanwhile.
+
+        `known_weights` (weights_sha256 → lowest step scored) lets a known duplicate skip loading.
+        """
         source = self._source(item.model_id)
         try:
             started = time.perf_counter()
-            ahead = self._ahead.pop(item, None)
-            loaded = ahead.result() if ahead is not None else self._fetch_and_read(item)
-            if upcoming is not None and upcoming not in self._ahead:
-                self._ahead[upcoming] = self._reader.submit(self._fetch_and_read, upcoming)
+            loaded, was_ahead = self._ahead.take(item)
+            if upcoming is not None:
+                self._ahead.start(upcoming)
             fetched = loaded.fetched
             checkpoint = {
                 "revision": item.revision,
                 "commit": fetched.commit,
                 "weights_sha256": fetched.weights_sha256,
             }
-            earlier = known_hashes.get(fetched.weights_sha256)
-            if earlier is not None and earlier < item.step:
+            earlier = WeightsIndex(known_weights).original(fetched.weights_sha256, item.step)
+            if earlier is not None:
                 return WorkResult(item, "duplicate", {**checkpoint, "duplicate_of": earlier})
             target = self.targets[item.model_id]
             waited_s = time.perf_counter() - started
@@ -103,7 +105,7 @@ class ScoringWorker:
                 dtype=scored.dtype,
                 attn_impl=provenance.attn_implementation,
                 # fetch + read (in the background when prefetched) + copy into the model
-                load_s=loaded.read_s + (loaded_s - started - waited_s) if ahead is not None else loaded_s - started,
+                load_s=loaded.read_s + (loaded_s - started - waited_s) if was_ahead else loaded_s - started,
                 score_s=done_s - loaded_s,
             )
             return WorkResult(item, "ok", checkpoint, scored, model_info=_model_info(model))

@@ -8,7 +8,6 @@ from pathlib import Path
 from reports.report import ReportConfig, render_report
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warehouse", required=True, type=Path, help="the warehouse .duckdb file")
     parser.add_argument("--out", required=True, type=Path, help="folder to write the report into")

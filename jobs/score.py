@@ -7,11 +7,12 @@ from pathlib import Path
 
 import polars as pl
 
-from dynamics.catalogue import step_for_revision
-from jobs.sweep_plan import WorkItem
-from jobs.sweep_targets import build_targets
-from jobs.sweep_worker import ScoringWorker
-
+from dynamics.errors import InputError
+from dynamics.sources.catalogue import step_for_revision
+from jobs.sweep.config import SweepConfig, add_scoring_arguments
+from jobs.sweep.plan import WorkItem
+from jobs.sweep.targets import build_targets
+from jobs.sweep.worker import ScoringWorker
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,11 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--model", help="Hugging Face model id, e.g. EleutherAI/pythia-70m-deduped")
     source.add_argument("--local", type=Path, help="a local run: folder of step<N>/ checkpoints")
     parser.add_argument("--revision", required=True, help="revision to score, e.g. step1000 (or main)")
-    parser.add_argument("--tasks", help="Todd-format task folder (the reference's 29 FV tasks); default: built-in tasks")
-    parser.add_argument("--no-fv", action="store_true", help="skip the FV score")
-    parser.add_argument("--fv-prompts", type=int, help="clean and corrupted prompts per task (default 100)")
-    parser.add_argument("--induction-sequences", type=int, help="induction probe sequences (default 1000)")
-    parser.add_argument("--heldout", help="text, JSONL or Parquet file for the ICL token-loss score")
+    add_scoring_arguments(parser.add_argument_group("how to score (as for `dynamics sweep`)"))
     parser.add_argument("--cache-dir", type=Path, help="Hugging Face cache (default: HF's)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--out", type=Path, help="also write every head-score row to this Parquet file")
@@ -31,17 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     step = step_for_revision(args.revision)
-    plan = argparse.Namespace(
-        model=[args.model] if args.model else None, local=[str(args.local)] if args.local else None,
-        steps=str(step), tasks=args.tasks, no_fv=args.no_fv, fv_prompts=args.fv_prompts,
-        induction_sequences=args.induction_sequences, heldout=args.heldout, cache_dir=args.cache_dir,
-        max_cache_gb=None, actors=None, toy_preset=None,
-    )
-    [target] = build_targets(plan)
+    scoring = {k: v for k, v in vars(args).items()
+               if v is not None and k not in ("model", "local", "revision", "device", "out", "run", "command")}
+    config = SweepConfig.from_args(argparse.Namespace(
+        **scoring, steps=str(step), **({"model": [args.model]} if args.model else {"local": [str(args.local)]}),
+    ))
+    [target] = build_targets(config)
     worker = ScoringWorker([target], args.device)
     result = worker.score(WorkItem(target.model_id, target.revisions[0], step), None, {})
     if result.status == "failed":
-        raise ValueError(f"scoring {target.model_id} {args.revision} failed: {result.error}")
+        raise InputError(f"scoring {target.model_id} {args.revision} failed: {result.error}")
     rows = result.scored.head_scores
     if args.out:
         rows.write_parquet(args.out)
@@ -59,7 +55,8 @@ def layer_summary(rows: pl.DataFrame) -> pl.DataFrame:
         rows.filter(pl.col("value").is_not_null())
         .sort("value", descending=True)
         .group_by("layer", "metric", maintain_order=True)
-        .agg(pl.col("head").first().alias("best_head"), pl.col("value").first().alias("best"), pl.col("value").mean().alias("mean"))
+        .agg(pl.col("head").first().alias("best_head"), pl.col("value").first().alias("best"),
+             pl.col("value").mean().alias("mean"))
     )
     return best.pivot(on="metric", index="layer", values=["best_head", "best", "mean"]).sort("layer")
 

@@ -4,10 +4,10 @@
 - `HubSource(repo_id)`: Hugging Face Hub branches through huggingface_hub's own cache and download code.
   Each branch is resolved to its commit once and downloaded by commit; with HF_HUB_OFFLINE=1 everything
   comes from the cache (branch → commit from its `refs/` files). A size bound evicts released revisions,
-  safely across worker processes (`dynamics.cache_budget`).
+  safely across worker processes (`dynamics.sources.cache_budget`).
 
 Every fetch reports the sha256 of the weight files, so branches serving identical weights are noticed
-(`duplicate_of`; Pythia's step0 and step1 are the same model). Nothing here builds a torch module:
+(`WeightsIndex`; Pythia's step0 and step1 are the same model). Nothing here builds a torch module:
 loading is `dynamics.adapters.load_model` / `LoadedModel.load_weights`.
 """
 
@@ -17,13 +17,15 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
-from dynamics.cache_budget import SharedCacheBudget
-from dynamics.catalogue import (
+from dynamics.errors import InputError, MissingInputError
+from dynamics.sources.cache_budget import SharedCacheBudget
+from dynamics.sources.catalogue import (
     PYTHIA_REVISIONS,
     PYTHIA_STEPS,
     check_published,
@@ -31,7 +33,7 @@ from dynamics.catalogue import (
     is_pythia_repo,
     step_for_revision,
 )
-from dynamics.weight_files import (
+from dynamics.sources.weight_files import (
     BIN_PATTERNS,
     SAFETENSORS_PATTERNS,
     TOKENIZER_FILES,
@@ -42,6 +44,8 @@ from dynamics.weight_files import (
 )
 
 log = logging.getLogger(__name__)
+Key = TypeVar("Key")
+Value = TypeVar("Value")
 
 _STEP_DIR = re.compile(r"step(\d+)")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -70,54 +74,60 @@ class CheckpointSource(Protocol):
 
     def fetch(self, revision: str) -> FetchedCheckpoint: ...
 
-    def prefetch(self, revision: str) -> None: ...
-
     def release(self, revision: str) -> None: ...
 
     def tokenizer_dir(self, revision: str) -> Path: ...
 
 
-def duplicate_of(fetched: FetchedCheckpoint, seen: dict[str, str]) -> str | None:
-    """The earlier revision with the same weights, or None; records `fetched` in `seen` when it is new.
+class WeightsIndex:
+    """weights_sha256 → the lowest step with those weights: how branches serving identical weights are noticed.
 
-    Args:
-        fetched: the checkpoint just fetched.
-        seen: weights_sha256 → first revision seen with those weights; updated in place.
-    """
-    first = seen.setdefault(fetched.weights_sha256, fetched.revision)
-    return None if first == fetched.revision else first
-
-
-class _Prefetching:
-    """A source's fetch-ahead: one background thread; a later fetch of the same revision waits for it.
-
-    Subclasses implement `_fetch_now` and call `super().__init__()`.
+    The lower step is the original and the other its duplicate, whichever was fetched first, so a sweep
+    whose checkpoints finish out of order still marks the later step as the duplicate.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, known: Mapping[str, int] | None = None) -> None:
+        self._first = dict(known or {})
+
+    def original(self, weights_sha256: str, step: int) -> int | None:
+        """The lower step with the same weights, or None."""
+        first = self._first.get(weights_sha256)
+        return first if first is not None and first < step else None
+
+    def add(self, weights_sha256: str, step: int) -> int | None:
+        """Record a step's weights; returns a higher step with the same weights that is now its duplicate."""
+        first = self._first.get(weights_sha256)
+        if first is None or step < first:
+            self._first[weights_sha256] = step
+        return first if first is not None and first > step else None
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self._first)
+
+
+class ReadAhead(Generic[Key, Value]):
+    """Runs `load(key)` for the next key in one background thread while the caller works on the current one.
+
+    The sweep's scoring actor reads the next checkpoint (download or hash, then its tensors) while it
+    scores this one; `take` returns what was read ahead, or reads now when nothing was started.
+    """
+
+    def __init__(self, load: Callable[[Key], Value]) -> None:
+        self._load = load
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: dict[str, Future[FetchedCheckpoint]] = {}
+        self._pending: dict[Key, Future[Value]] = {}
 
-    def _fetch_now(self, revision: str) -> FetchedCheckpoint:
-        raise NotImplementedError
-
-    def prefetch(self, revision: str) -> None:
-        """Start fetching a revision (for the Hub: downloading; locally: hashing, which warms the page cache)."""
-        if revision in self._pending:
+    def start(self, key: Key) -> None:
+        if key in self._pending:
             return
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-prefetch")
-        self._pending[revision] = self._executor.submit(self._fetch_now, revision)
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+        self._pending[key] = self._executor.submit(self._load, key)
 
-    def fetch(self, revision: str) -> FetchedCheckpoint:
-        pending = self._pending.pop(revision, None)
-        return pending.result() if pending is not None else self._fetch_now(revision)
-
-    def _discard(self, revision: str) -> None:
-        """Wait out a pending prefetch nobody will fetch; its error, if any, is only logged."""
-        pending = self._pending.pop(revision, None)
-        if pending is not None and (err := pending.exception()) is not None:
-            log.warning("prefetch of %s failed: %s", revision, err)
+    def take(self, key: Key) -> tuple[Value, bool]:
+        """(the result for `key`, whether it was read ahead)."""
+        pending = self._pending.pop(key, None)
+        return (pending.result(), True) if pending is not None else (self._load(key), False)
 
 
 def _file_names(folder: Path, weights: list[Path]) -> tuple[str, ...]:
@@ -133,7 +143,7 @@ def _hash_weights(folder: Path, sidecar: Path | None) -> tuple[list[Path], str]:
     return weights, sha256_of_files(weights, sidecar)
 
 
-class LocalSource(_Prefetching):
+class LocalSource:
     """Checkpoints saved with `save_pretrained` as `root/step<N>/`, sorted by step.
 
     A tokenizer may sit in each step folder or once in `root` itself.
@@ -142,7 +152,7 @@ class LocalSource(_Prefetching):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"no checkpoint folder {self.root}; pass the folder that holds step<N>/ subfolders")
+            raise MissingInputError(f"no checkpoint folder {self.root}; pass the folder that holds step<N>/ subfolders")
         self.model_id = str(self.root)
         self._steps = {
             int(match.group(1)): child.name
@@ -150,36 +160,34 @@ class LocalSource(_Prefetching):
             if (match := _STEP_DIR.fullmatch(child.name)) and (child / "config.json").is_file()
         }
         if not self._steps:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"no checkpoints in {self.root}: expected step<N>/ subfolders holding config.json and weights "
                 "(as written by save_pretrained)"
             )
-        super().__init__()
 
     def list_revisions(self) -> list[str]:
         return [self._steps[step] for step in sorted(self._steps)]
 
     def release(self, revision: str) -> None:
-        """Forget a pending prefetch; local checkpoints are the user's files and are never deleted."""
-        self._discard(revision)
+        """Nothing to free: local checkpoints are the user's files and are never deleted."""
 
     def tokenizer_dir(self, revision: str) -> Path:
         for folder in (self._folder(revision), self.root):
             if (folder / "tokenizer.json").is_file():
                 return folder
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no tokenizer.json in {self._folder(revision)} or {self.root}; save the tokenizer in one of them"
         )
 
     def _folder(self, revision: str) -> Path:
         if revision not in self._steps.values():
-            raise ValueError(
+            raise InputError(
                 f"revision {revision!r} is not among the checkpoints in {self.root} "
                 f"({describe_steps(sorted(self._steps))})"
             )
         return self.root / revision
 
-    def _fetch_now(self, revision: str) -> FetchedCheckpoint:
+    def fetch(self, revision: str) -> FetchedCheckpoint:
         folder = self._folder(revision)
         weights, digest = _hash_weights(folder, self.root / ".dynamics" / "sha256.json")
         return FetchedCheckpoint(
@@ -193,7 +201,7 @@ class LocalSource(_Prefetching):
         )
 
 
-class HubSource(_Prefetching):
+class HubSource:
     """Branches of a Hugging Face Hub model repo, fetched into (and evicted from) the local Hub cache.
 
     Args:
@@ -214,7 +222,6 @@ class HubSource(_Prefetching):
         self._branches: dict[str, str] | None = None  # branch → commit, from the Hub (online only)
         self._held: dict[str, str] = {}  # revision → commit fetched and not yet released
         self._budget = SharedCacheBudget(self.cache_dir, max_cache_bytes)
-        super().__init__()
 
     def list_revisions(self) -> list[str]:
         """The 154 step branches for Pythia repos; otherwise the repo's branches (offline: those cached)."""
@@ -225,7 +232,6 @@ class HubSource(_Prefetching):
 
     def release(self, revision: str) -> None:
         """The caller is done with the revision; it may now be evicted to respect the size bound."""
-        self._discard(revision)
         commit = self._held.pop(revision, None)
         if commit is not None:
             self._budget.release(commit)
@@ -235,7 +241,7 @@ class HubSource(_Prefetching):
         commit = self._held.get(revision)
         folder = self._storage / "snapshots" / (commit or self.resolve(revision))
         if not (folder / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"revision {revision} of {self.model_id} has no tokenizer.json in {folder}")
+            raise MissingInputError(f"revision {revision} of {self.model_id} has no tokenizer.json in {folder}")
         return folder
 
     def resolve(self, revision: str) -> str:
@@ -245,11 +251,11 @@ class HubSource(_Prefetching):
         if self._offline:
             ref = self._storage / "refs" / revision
             if not ref.is_file():
-                raise ValueError(self._not_cached_message(revision))
+                raise InputError(self._not_cached_message(revision))
             return ref.read_text().strip()
         branches = self._hub_branches()
         if revision not in branches:
-            raise ValueError(
+            raise InputError(
                 f"revision {revision!r} does not exist in {self.model_id}; "
                 f"its branches include {', '.join(sorted(branches)[:5])} ({len(branches)} in all)"
             )
@@ -270,12 +276,12 @@ class HubSource(_Prefetching):
             try:
                 refs = HfApi().list_repo_refs(self.model_id)
             except RepositoryNotFoundError as err:
-                raise ValueError(
+                raise InputError(
                     f"no model repo {self.model_id} on the Hub (or it is private or gated and no token is set); "
                     "check the name"
                 ) from err
             except httpx.TransportError as err:
-                raise ValueError(
+                raise InputError(
                     f"cannot reach the Hub to list the branches of {self.model_id} ({err}); check the network, "
                     "or set HF_HUB_OFFLINE=1 to use what is cached"
                 ) from err
@@ -285,13 +291,13 @@ class HubSource(_Prefetching):
     def _cached_refs(self) -> list[str]:
         refs = self._storage / "refs"
         if not refs.is_dir():
-            raise ValueError(
+            raise InputError(
                 f"{self.model_id} has nothing in the cache at {self.cache_dir} and HF_HUB_OFFLINE=1; "
                 "run once with network or pass --cache-dir"
             )
         return [ref.relative_to(refs).as_posix() for ref in refs.rglob("*") if ref.is_file()]
 
-    def _fetch_now(self, revision: str) -> FetchedCheckpoint:
+    def fetch(self, revision: str) -> FetchedCheckpoint:
         if self._pythia:
             _check_pythia_revision(revision, self.model_id)
         commit = self.resolve(revision)
@@ -327,7 +333,7 @@ class HubSource(_Prefetching):
             folder = self._snapshot(revision, commit, [*BIN_PATTERNS, *common])
         if broken := [p.name for p in folder.iterdir() if not p.exists()]:
             if self._offline:
-                raise ValueError(
+                raise InputError(
                     f"revision {revision} of {self.model_id} in {folder} lost the blobs of {', '.join(broken)}; "
                     "run once with network to fetch them again"
                 )
@@ -347,12 +353,12 @@ class HubSource(_Prefetching):
             )
         except LocalEntryNotFoundError as err:
             if self._offline:
-                raise ValueError(self._not_cached_message(revision)) from err
-            raise ValueError(
+                raise InputError(self._not_cached_message(revision)) from err
+            raise InputError(
                 f"cannot download revision {revision} of {self.model_id} ({err}); check the network"
             ) from err
         except RevisionNotFoundError as err:
-            raise ValueError(f"revision {revision} ({commit}) no longer exists in {self.model_id}") from err
+            raise InputError(f"revision {revision} ({commit}) no longer exists in {self.model_id}") from err
 
     def _record_ref(self, revision: str, commit: str) -> None:
         """Write refs/<branch> as huggingface_hub does (atomically), so offline runs can resolve it later.
@@ -390,7 +396,7 @@ def _check_pythia_revision(revision: str, model_id: str) -> None:
         return
     step = _step_of(revision, pythia=True)
     if step is None:
-        raise ValueError(f"revision {revision!r} is not a branch of {model_id}; use 'main' or step<N> like 'step1000'")
+        raise InputError(f"revision {revision!r} is not a branch of {model_id}; use 'main' or step<N> like 'step1000'")
     check_published(step, list(PYTHIA_STEPS), model_id)
 
 

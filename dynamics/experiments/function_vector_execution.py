@@ -1,4 +1,4 @@
-"""Function-vector execution (algorithms.md §5): does adding the top FV heads' mean output restore a task?
+"""Function-vector execution (docs/methods.md, "FV execution"): does adding the top FV heads' mean output restore a task?
 
 The function vector is FV = Σ over the top n = ⌈max(1, M·N)⌉ heads by FV score of o_proj_l(e_h ⊗ μ̄_{l,h}),
 where e_h ⊗ μ̄ is zero except head h's slice, which holds the head's cross-task mean activation
@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dynamics.ablations import Head, rank_heads
-from dynamics.adapters import LoadedModel
-from dynamics.icl_eval import IclEvalPrompts, Intervention, first_token_correct, hooks
-from dynamics.prompts import EncodedPrompt
+from dynamics.adapters import LoadedModel, hooks
+from dynamics.errors import InputError
+from dynamics.experiments.ablations import Head, rank_heads
+from dynamics.experiments.few_shot import IclEvalPrompts, Intervention, first_token_correct
+from dynamics.tasks.prompts import EncodedPrompt
 
 METRIC_PREFIX = "fv_exec_"
 
@@ -42,9 +43,9 @@ class FunctionVectorExecutionConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.head_fraction <= 1:
-            raise ValueError(f"head_fraction must be in (0, 1] (got {self.head_fraction}); 0.02 is the reference's")
+            raise InputError(f"head_fraction must be in (0, 1] (got {self.head_fraction}); 0.02 is the reference's")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1 (got {self.batch_size})")
+            raise InputError(f"batch_size must be at least 1 (got {self.batch_size})")
 
     def settings(self) -> dict:
         settings = {k: v for k, v in asdict(self).items() if k != "batch_size"}

@@ -1,7 +1,7 @@
 """`dynamics sql`: run SQL against a warehouse and print the result, or open an interactive SQL shell.
 
 Every statement opens the warehouse read-only and closes it again, so a shell left open never blocks
-a running sweep (docs/warehouse.md, "Concurrency").
+a running sweep (docs/warehouse.md, "Concurrency: one writer or many readers, never both").
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import TextIO
 
 import polars as pl
 
+from dynamics.errors import MissingInputError
 from warehouse.queries import query
-
 
 _SHELL_HELP = """Statements end with ';'. Helpers: .tables  .schema [NAME]  .help  .quit
 Analyses: head_trajectories, head_set_membership, induction_to_fv_transitions, head_dimensionality,
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.warehouse.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no warehouse at {args.warehouse}; check --warehouse or create it with `dynamics sweep`"
         )
     if args.sql is not None:

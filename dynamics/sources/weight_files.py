@@ -1,7 +1,7 @@
 """A checkpoint folder's weight files: which ones count, whether they are intact, and their sha256.
 
 The sha256 identifies a checkpoint's weights independently of its branch name, which is how the service
-notices branches that serve the same weights (Pythia's step0 and step1; reference/ecosystem.md §4.1).
+notices branches that serve the same weights (Pythia's step0 and step1; docs/methods.md, "Duplicate checkpoints").
 Hashing a 14 GB checkpoint takes a minute, so digests are remembered in a JSON sidecar keyed by each
 file's real path, size and modification time.
 """
@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 from filelock import FileLock
+
+from dynamics.errors import InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ def select_weight_files(directory: Path) -> list[Path]:
     directory = Path(directory)
     files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
     if not files:
-        raise FileNotFoundError(f"no weight files (*.safetensors or *.bin) in {directory}")
+        raise MissingInputError(f"no weight files (*.safetensors or *.bin) in {directory}")
     return files
 
 
@@ -49,7 +51,7 @@ def corrupt_file_error(path: Path, reason: str) -> ValueError:
     path = Path(path)
     target = path.resolve()
     shown = f"{path} (blob {target})" if target != path.absolute() else str(path)
-    return ValueError(
+    return InputError(
         f"weight file {shown} is corrupt or truncated ({reason}); delete {target} and fetch the revision again"
     )
 

@@ -1,0 +1,236 @@
+"""`SweepConfig`: everything a sweep does, built once from the command line (or a stored run) and passed down.
+
+The command line is read in one place (`SweepConfig.from_args`); the driver, the targets and the
+workers get the config as an argument. `runs.config` stores it whole (`to_dict`), so
+`SweepConfig.from_run(warehouse, run_id)` rebuilds a run exactly (`--rerun RUN_ID`).
+
+Options left out on the command line are absent from the parsed arguments (argparse.SUPPRESS) and
+take the field defaults below; `None` for a scoring count means "the default of the target": the
+reference's for Pythia and local runs, the toy suite's own for the embedded default (see
+`jobs.sweep.targets`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynamics.errors import InputError
+from dynamics.home import dynamics_home
+
+DEVICES = ("auto", "cpu", "cuda")
+# options that may accompany --rerun: where the run is stored, and whether to rescore what is done
+RERUN_COMPANIONS = ("warehouse", "force", "rerun")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: what to score, how, where results go, and with which resources."""
+
+    # what to sweep (neither models nor local: the embedded toy suite)
+    models: tuple[str, ...] = ()  # Hugging Face model ids
+    local: tuple[str, ...] = ()  # folders of step<N>/ checkpoints (absolute paths)
+    steps: str = "all"  # 'all', a list '0,1,1000' or START:STOP[:STEP] over published steps
+    toy_preset: str = "default"
+    # how to score
+    tasks_dir: str | None = None  # Todd-format task folder; None: the built-in tasks
+    fv: bool = True
+    icl: bool = True
+    induction_sequences: int | None = None
+    fv_prompts: int | None = None
+    shots: int | None = None
+    icl_queries: int | None = None
+    ablation_steps: str | None = None  # 'none', 'last' or a step spec; None: the target's default
+    heldout: str | None = None
+    token_loss_positions: tuple[int, int] | None = None
+    # where results go
+    warehouse: str | None = None  # None: $DYNAMICS_HOME/warehouse.duckdb
+    report_dir: str | None = None  # None: beside the warehouse
+    report: bool = True
+    # resources (none of them changes a score)
+    cache_dir: str | None = None
+    max_cache_gb: float | None = None
+    device: str = "auto"
+    actors: int | None = None
+    address: str | None = None
+    max_retries: int = 2
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if len(problems) == 1:
+            raise InputError(problems[0])
+        if problems:
+            raise InputError(f"the sweep options have {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+
+    def _problems(self) -> list[str]:
+        problems = []
+        for flag, value, least in (
+            ("--induction-sequences", self.induction_sequences, 1), ("--fv-prompts", self.fv_prompts, 1),
+            ("--icl-queries", self.icl_queries, 1), ("--shots", self.shots, 0), ("--actors", self.actors, 1),
+            ("--max-retries", self.max_retries, 0),
+        ):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                problems.append(f"{flag} must be an integer of at least {least} (got {value!r})")
+        if self.max_cache_gb is not None and not self.max_cache_gb > 0:
+            problems.append(f"--max-cache-gb must be positive (got {self.max_cache_gb})")
+        if self.device not in DEVICES:
+            problems.append(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if not self.fv and self.fv_prompts is not None:
+            problems.append("--no-fv and --fv-prompts conflict: drop one of them")
+        if not self.icl and (self.icl_queries is not None or self.ablation_steps is not None):
+            problems.append("--no-icl conflicts with --icl-queries and --ablation-steps: drop one of them")
+        if self.shots == 0 and self.fv:
+            problems.append("--shots 0 leaves no demonstrations whose labels the FV score could shuffle; "
+                            "use --shots 1 or more, or --no-fv for zero-shot accuracy only")
+        if self.steps != "all" and not (self.models or self.local):
+            problems.append("--steps needs --model or --local; the default toy sweep scores every toy checkpoint")
+        if self.token_loss_positions is not None:
+            early, late = self.token_loss_positions
+            if not 0 <= early < late:
+                problems.append(f"--token-loss-positions needs 0 ≤ EARLY < LATE (got {early},{late})")
+        if self.tasks_dir is not None and not Path(self.tasks_dir).is_dir():
+            problems.append(f"task folder {self.tasks_dir} does not exist; pass a Todd-format folder with "
+                            "abstractive/ and extractive/")
+        return problems
+
+    @property
+    def is_toy(self) -> bool:
+        """Whether this sweeps the embedded toy suite (no --model, no --local)."""
+        return not (self.models or self.local)
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields (tuples as lists); `from_dict` inverts it."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> SweepConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise InputError(f"stored sweep config has fields this version does not know ({', '.join(unknown)}); "
+                             "rerun it with the code version recorded in its run")
+        values = dict(fields)
+        for name in ("models", "local", "token_loss_positions"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    @classmethod
+    def from_run(cls, warehouse: Path, run_id: str) -> SweepConfig:
+        """The config a stored run was started with (`runs.config`), to repeat it exactly."""
+        from warehouse.queries import query
+
+        rows = query(warehouse, "SELECT config FROM runs WHERE run_id = ?", [run_id])
+        if rows.is_empty():
+            recent = query(warehouse, "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 3")["run_id"].to_list()
+            raise InputError(f"no run {run_id!r} in {warehouse}; recent runs: {', '.join(recent) or 'none'}")
+        stored = json.loads(rows["config"][0])
+        if "sweep" not in stored:
+            raise InputError(f"run {run_id} in {warehouse} was written by an older version that did not store "
+                             "its config whole; repeat it with the command in runs.command")
+        return cls.from_dict(stored["sweep"])
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SweepConfig:
+        """The config the parsed command line describes (options left out take the field defaults)."""
+        given = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
+        if "rerun" in given:
+            extra = sorted("--" + k.replace("_", "-") for k in given if k not in RERUN_COMPANIONS)
+            if extra:
+                raise InputError(f"--rerun repeats a stored run exactly; drop {', '.join(extra)} "
+                                 "(only --warehouse and --force go with it)")
+            warehouse = Path(given.get("warehouse") or default_warehouse()).expanduser().resolve()
+            stored = cls.from_run(warehouse, given["rerun"])
+            return dataclasses.replace(stored, warehouse=str(warehouse), force=given.get("force", stored.force))
+        fields: dict = {}
+        renamed = {"model": "models", "tasks": "tasks_dir"}
+        negated = {"no_fv": "fv", "no_icl": "icl", "no_report": "report"}
+        for name, value in given.items():
+            if name in negated:
+                fields[negated[name]] = not value
+            elif name == "token_loss_positions":
+                fields[name] = parse_positions(value)
+            elif name in ("model", "local"):
+                fields[renamed.get(name, name)] = tuple(str(Path(v).resolve()) if name == "local" else v for v in value)
+            elif name in ("tasks", "heldout", "warehouse", "report_dir", "cache_dir"):
+                fields[renamed.get(name, name)] = str(Path(value).expanduser().resolve())
+            else:
+                fields[name] = value
+        return cls(**fields)
+
+
+def parse_positions(spec: str) -> tuple[int, int]:
+    """'50,500' → (50, 500)."""
+    try:
+        early, late = (int(part) for part in spec.split(","))
+    except ValueError as err:
+        raise InputError(f"--token-loss-positions {spec!r} is not EARLY,LATE (two integers, e.g. 50,500)") from err
+    return early, late
+
+
+def default_warehouse() -> Path:
+    return dynamics_home() / "warehouse.duckdb"
+
+
+def add_scoring_arguments(group: argparse._ArgumentGroup) -> None:
+    """How to score: shared by `dynamics sweep` and `dynamics score`."""
+    skip = argparse.SUPPRESS
+    group.add_argument("--tasks", metavar="DIR", default=skip,
+                       help="Todd-format task folder (abstractive/, extractive/): the reference's 29 FV tasks; "
+                            "default: the built-in tasks")
+    group.add_argument("--no-fv", action="store_true", default=skip,
+                       help="skip the function-vector score (induction scores only)")
+    group.add_argument("--induction-sequences", type=int, metavar="N", default=skip,
+                       help="sequences in the induction probe (default 1000)")
+    group.add_argument("--fv-prompts", type=int, metavar="N", default=skip,
+                       help="clean and corrupted prompts per task for the FV score (default 100 each)")
+    group.add_argument("--shots", type=int, metavar="N", default=skip,
+                       help="demonstrations per prompt for the FV score and few-shot accuracy (default 10; "
+                            "0 = zero-shot accuracy, with --no-fv)")
+    group.add_argument("--no-icl", action="store_true", default=skip,
+                       help="skip the ICL experiments (few-shot accuracy; ablations and FV execution)")
+    group.add_argument("--icl-queries", type=int, metavar="N", default=skip,
+                       help="few-shot accuracy queries per evaluation task (default 100)")
+    group.add_argument("--heldout", metavar="FILE", default=skip,
+                       help="text, JSONL or Parquet file (a 'text' field) for the ICL token-loss score")
+    group.add_argument("--token-loss-positions", metavar="EARLY,LATE", default=skip,
+                       help="token positions of the ICL token-loss score (default 50,500 as the reference)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sweep's command line; every option is absent from the result unless given."""
+    skip = argparse.SUPPRESS
+    where = parser.add_argument_group("what to sweep (default: the embedded toy suite)")
+    where.add_argument("--model", action="append", metavar="NAME", default=skip,
+                       help="Hugging Face model id, e.g. EleutherAI/pythia-160m-deduped (repeatable)")
+    where.add_argument("--local", action="append", metavar="DIR", default=skip,
+                       help="a local run: a folder of step<N>/ checkpoints in save_pretrained layout (repeatable)")
+    where.add_argument("--steps", default=skip,
+                       help="'all', a list '0,1,1000', or START:STOP[:STEP] over published steps (default: all)")
+    where.add_argument("--toy-preset", default=skip, help="toy suite preset for the default run (default: default)")
+    where.add_argument("--rerun", metavar="RUN_ID", default=skip,
+                       help="repeat a stored run exactly, with the config in the warehouse's runs table")
+    what = parser.add_argument_group("how to score")
+    add_scoring_arguments(what)
+    what.add_argument("--ablation-steps", metavar="SPEC", default=skip,
+                      help="checkpoints that also get the head-ablation grid and FV execution: 'none', 'last', "
+                           "or a step spec like --steps (default: none; the toy default: last and three earlier)")
+    out = parser.add_argument_group("where results go")
+    out.add_argument("--warehouse", type=Path, default=skip,
+                     help="DuckDB file (default: $DYNAMICS_HOME/warehouse.duckdb)")
+    out.add_argument("--report-dir", type=Path, default=skip, help="HTML report folder (default: next to the warehouse)")
+    out.add_argument("--no-report", action="store_true", default=skip, help="do not render the HTML report at the end")
+    run = parser.add_argument_group("resources")
+    run.add_argument("--cache-dir", type=Path, default=skip, help="Hugging Face cache for Hub checkpoints (default: HF's)")
+    run.add_argument("--max-cache-gb", type=float, default=skip,
+                     help="bound the checkpoint cache; scored revisions are evicted")
+    run.add_argument("--device", choices=DEVICES, default=skip,
+                     help="auto (default): one actor per GPU if the cluster has GPUs, else CPU actors")
+    run.add_argument("--actors", type=int, default=skip, help="number of scoring actors (default: GPUs, or CPUs on CPU)")
+    run.add_argument("--address", default=skip, help="Ray cluster address (default: $RAY_ADDRESS, else a new local Ray)")
+    run.add_argument("--max-retries", type=int, default=skip, help="retries of a checkpoint whose actor died (default 2)")
+    run.add_argument("--force", action="store_true", default=skip, help="rescore checkpoints already in the warehouse")
