@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch 2.13.0: a CPU wheel where pip's find-links offers one (this project's machines), the CUDA build from PyPI elsewhere.
 TORCH ?= torch==2.13.0
 
-.PHONY: install browser run test test-gpu test-slow bench
+.PHONY: install browser run lint test test-gpu test-slow bench
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,6 +21,9 @@ browser:
 
 run: install
 	$(PY) jobs/sweep_checkpoints.py
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 test: install browser
 	$(PY) -m pytest -q
