@@ -142,7 +142,7 @@ def main() -> None:
         for step in steps:
             model.load_weights(suite / name / f"step{step}")
             started = time.perf_counter()
-            scores = {"induction": score_induction(model, probe, induction_config)["induction"]}
+            scores = {"induction": score_induction(model, probe, induction_config).values["induction"]}
             fv = score_function_vector_heads(model, fv_prompts, fv_config)
             scores["fv"] = fv.fv
             scored = time.perf_counter()

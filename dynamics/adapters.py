@@ -202,16 +202,19 @@ class LoadedModel:
 
     @contextlib.contextmanager
     def attention_implementation(self, name: str) -> Iterator[None]:
-        """Run the body with another attention implementation, then restore the usual one."""
-        previous = self.model.config._attn_implementation
-        if name == previous:
+        """Run the body with another attention implementation, then restore the usual one.
+
+        The usual one is `attn_implementation`, as recorded here: transformers has a public setter
+        (`set_attn_implementation`) but no public getter, so the model is never asked. Not nestable.
+        """
+        if name == self.attn_implementation:
             yield
             return
         self.model.set_attn_implementation(name)
         try:
             yield
         finally:
-            self.model.set_attn_implementation(previous)
+            self.model.set_attn_implementation(self.attn_implementation)
 
     @contextlib.contextmanager
     def capture_attention(self, reduce: Callable[[int, Tensor], None]) -> Iterator[None]:
@@ -346,15 +349,17 @@ def load_model(
     return LoadedModel(model=model, family=family_of(model), dtype=dtype, attn_implementation=attn_implementation)
 
 
-def from_module(model: nn.Module, *, attn_implementation: str | None = None) -> LoadedModel:
-    """Wrap an already-built transformers model (tests and notebooks)."""
+def from_module(model: nn.Module, *, attn_implementation: str = "sdpa") -> LoadedModel:
+    """Wrap an already-built transformers model (tests and notebooks), set to run `attn_implementation`.
+
+    Set, not read back: transformers has no public getter for it. The default is `load_model`'s.
+    """
     model.eval()
     model.requires_grad_(False)
-    if attn_implementation is not None:
-        model.set_attn_implementation(attn_implementation)
+    model.set_attn_implementation(attn_implementation)
     return LoadedModel(
         model=model,
         family=family_of(model),
         dtype=next(model.parameters()).dtype,
-        attn_implementation=model.config._attn_implementation,
+        attn_implementation=attn_implementation,
     )

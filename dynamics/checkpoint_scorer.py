@@ -2,11 +2,8 @@
 
 `CheckpointScorer` holds what stays fixed across a model's checkpoints — the induction probe, the FV
 prompt set and the held-out text — built once from the tokenizer and reused for every revision.
-Its `score` returns warehouse-ready Polars frames. This is the notebook API:
-
-    scorer = CheckpointScorer(tokenizer, builtin_tasks(), ScoringConfig())
-    scored = scorer.score(load_model(path), provenance_for(...))
-    scored.head_scores  # pl.DataFrame, one row per (layer, head, metric)
+Its `score` returns warehouse-ready Polars frames. The sweep's actors call it for every checkpoint;
+a notebook calls `dynamics.notebook.score_model`, which wraps it for a model in memory.
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ from dynamics.experiments.ablations import HeldoutTokens
 from dynamics.experiments.runner import IclExperimentConfig, build_icl_inputs, run_icl_experiments
 from dynamics.provenance import Provenance
 from dynamics.rows import checkpoint_metric_rows, head_score_rows, head_task_score_rows
+from dynamics.scorers.estimates import HeadScores
 from dynamics.scorers.function_vectors import (
     FunctionVectorConfig,
     build_function_vector_prompts,
@@ -76,6 +74,26 @@ class ScoringConfig:
         }
 
 
+def scoring_settings(config: ScoringConfig, tasks: Mapping[str, IclTask] | None = None, *, tasks_source: str,
+                     tasks_sha: str | None = None, task_names: tuple[str, ...] | None = None,
+                     heldout: dict | None = None, ablation_steps: tuple[int, ...] = ()) -> dict:
+    """Everything that changes a stored score; its hash keys the rows (docs/methods.md, "Settings hash").
+
+    Args:
+        tasks, tasks_sha: the tasks scored, or their `tasks_fingerprint` when already known.
+        tasks_source: the task folder, or 'builtin' / 'in-memory'.
+        heldout: what identifies the held-out rows of the token-loss score (None: not scored).
+        ablation_steps: the checkpoints that also get the ablation grid.
+    """
+    sha = tasks_sha if tasks_sha is not None else tasks_fingerprint(tasks)
+    return {
+        **config.settings(),
+        "tasks": {"source": tasks_source, "names": task_names, "sha": sha},
+        "heldout": heldout,
+        "ablation_steps": list(ablation_steps),
+    }
+
+
 def tasks_fingerprint(tasks: Mapping[str, IclTask]) -> str:
     """Hash of the tasks' names and pools, so changed task files give a new settings hash."""
     blob = json.dumps({name: [task.train, task.valid] for name, task in sorted(tasks.items())}).encode()
@@ -106,7 +124,7 @@ class ScoredCheckpoint:
     checkpoint_metrics: pl.DataFrame
     prompts: pl.DataFrame  # the FV prompts scored with (empty when FV is skipped)
     ablations: pl.DataFrame  # head-ablation results (empty unless asked for at this checkpoint)
-    dtype: str  # precision the scores were computed in (FV may fall back to float32)
+    dtype: str  # precision of the weights while scoring (FV rows say float32 where FV fell back to it)
 
 
 def _fitting_tasks(prompt_set: PromptSet, n_ctx: int) -> PromptSet:
@@ -157,19 +175,23 @@ class CheckpointScorer:
 
         `ablate` also runs the head-ablation grid and FV execution (costly; a few checkpoints per model).
         """
-        head = score_induction(model, self.probe, self.config.induction)
-        per_task: dict[str, Tensor] = {}
-        dtype = provenance.dtype
+        induction = score_induction(model, self.probe, self.config.induction)
+        head_rows = [head_score_rows(induction, provenance)]
+        head = dict(induction.values)
+        task_rows = head_task_score_rows({}, provenance)
         prompts = pl.DataFrame()
         means = None
         if self.prompt_set is not None:
             self.prompt_set.check_fits(model.n_ctx)
             fv = score_function_vector_heads(model, self.prompt_set, self.config.function_vectors)
             head["fv"], means = fv.fv, fv.means
-            per_task = {task: {"fv": scores} for task, scores in fv.per_task.items()}
-            dtype = str(fv.dtype).removeprefix("torch.")
+            # FV falls back to fp32 when bf16 gives non-finite scores: its rows say which precision they used
+            fv_provenance = replace(provenance, dtype=str(fv.dtype).removeprefix("torch."))
+            head_rows.append(head_score_rows(HeadScores({"fv": fv.fv}, {"fv": fv.stderr}), fv_provenance))
+            task_rows = head_task_score_rows(
+                {task: HeadScores({"fv": fv.per_task[task]}, {"fv": fv.per_task_stderr[task]}) for task in fv.per_task},
+                fv_provenance)
             prompts = prompt_rows(self.prompt_set)
-        provenance = replace(provenance, dtype=dtype)
         metrics = {}
         if self.heldout_tokens is not None:
             metrics = token_loss_score(
@@ -183,10 +205,10 @@ class CheckpointScorer:
             metric_rows = pl.concat([metric_rows, icl.checkpoint_metrics])
             ablations = icl.ablations
         return ScoredCheckpoint(
-            head_scores=head_score_rows(head, provenance),
-            head_task_scores=head_task_score_rows(per_task, provenance),
+            head_scores=pl.concat(head_rows),
+            head_task_scores=task_rows,
             checkpoint_metrics=metric_rows,
             prompts=prompts,
             ablations=ablations,
-            dtype=dtype,
+            dtype=provenance.dtype,
         )

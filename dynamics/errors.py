@@ -35,3 +35,10 @@ class NotAFolderError(UserError, NotADirectoryError):
 
 class AccessError(UserError, PermissionError):
     """A file or folder cannot be written for lack of permission."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name (a run id, a model) that the warehouse does not hold."""
+
+    def __str__(self) -> str:  # KeyError's own str() quotes the message
+        return str(self.args[0]) if self.args else ""

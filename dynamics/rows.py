@@ -1,6 +1,7 @@
 """Score tensors to long-format Polars frames whose columns match `warehouse/schema.sql`.
 
-A non-finite score is never stored as a number: its `value` is null and `flag` says 'non_finite'.
+A non-finite score is never stored as a number: its `value` is null and `flag` says 'non_finite'. Head
+scores carry their standard error in `stderr` (null where it is undefined or not finite).
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import math
 
 import polars as pl
 import torch
-from torch import Tensor
 
 from dynamics.provenance import Provenance
+from dynamics.scorers.estimates import HeadScores
 
 HEAD_METRICS = ("induction", "prev_token", "duplicate_token", "copying", "fv")
 
@@ -20,20 +21,23 @@ def _value_and_flag(value: float) -> tuple[float | None, str | None]:
     return (value, None) if math.isfinite(value) else (None, "non_finite")
 
 
-def _head_records(scores: dict[str, Tensor], extra: dict) -> list[dict]:
+def _head_records(scores: HeadScores, extra: dict) -> list[dict]:
     records = []
-    for metric, tensor in scores.items():
+    for metric, tensor in scores.values.items():
         values = tensor.detach().to(torch.float64).cpu()
+        stderr = scores.stderr[metric].detach().to(torch.float64).cpu()
         n_layers, n_heads = values.shape
         for layer in range(n_layers):
             for head in range(n_heads):
                 value, flag = _value_and_flag(float(values[layer, head]))
-                records.append({**extra, "layer": layer, "head": head, "metric": metric, "value": value, "flag": flag})
+                error = float(stderr[layer, head])
+                records.append({**extra, "layer": layer, "head": head, "metric": metric, "value": value, "flag": flag,
+                                "stderr": error if math.isfinite(error) else None})
     return records
 
 
 _HEAD_SCHEMA = {
-    "layer": pl.Int32, "head": pl.Int32, "metric": pl.Utf8, "value": pl.Float64, "flag": pl.Utf8,
+    "layer": pl.Int32, "head": pl.Int32, "metric": pl.Utf8, "value": pl.Float64, "flag": pl.Utf8, "stderr": pl.Float64,
 }
 _PROVENANCE_SCHEMA = {
     "model": pl.Utf8, "revision": pl.Utf8, "step": pl.Int64, "weights_sha256": pl.Utf8, "dtype": pl.Utf8,
@@ -41,14 +45,14 @@ _PROVENANCE_SCHEMA = {
 }
 
 
-def head_score_rows(scores: dict[str, Tensor], provenance: Provenance) -> pl.DataFrame:
-    """One row per (layer, head, metric) from {metric: tensor (layer, head)}."""
+def head_score_rows(scores: HeadScores, provenance: Provenance) -> pl.DataFrame:
+    """One row per (layer, head, metric) from per-metric (layer, head) scores and standard errors."""
     schema = {**_PROVENANCE_SCHEMA, **_HEAD_SCHEMA}
     return pl.DataFrame(_head_records(scores, provenance.columns()), schema=schema)
 
 
-def head_task_score_rows(per_task: dict[str, dict[str, Tensor]], provenance: Provenance) -> pl.DataFrame:
-    """One row per (layer, head, task, metric) from {task: {metric: tensor (layer, head)}}."""
+def head_task_score_rows(per_task: dict[str, HeadScores], provenance: Provenance) -> pl.DataFrame:
+    """One row per (layer, head, task, metric) from {task: per-metric (layer, head) scores and standard errors}."""
     records = []
     for task, scores in per_task.items():
         records += _head_records(scores, {**provenance.columns(), "task": task})

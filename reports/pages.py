@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import altair as alt
-from altair.utils._importers import vl_version_for_vl_convert
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem 2rem; color: #222; max-width: 1400px; }
@@ -55,7 +54,8 @@ def javascript_bundle() -> str:
     """Vega, Vega-Lite (the version Altair targets) and Vega-Embed as one classic script (~0.9 MB)."""
     import vl_convert
 
-    return vl_convert.javascript_bundle(vl_version=vl_version_for_vl_convert())
+    vl_version = ".".join(alt.SCHEMA_VERSION.split(".")[:2])  # "v6.4.1" → "v6.4", the form vl-convert takes
+    return vl_convert.javascript_bundle(vl_version=vl_version)
 
 
 def write_chart_page(path: Path, title: str, notes: list[str], sections: list[ChartSection],

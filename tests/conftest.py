@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.warning_guard import pytest_runtest_protocol  # noqa: F401  (a hook: fails deprecations our code calls)
+
 
 @dataclass(frozen=True)
 class CkptRun:

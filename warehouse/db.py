@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import random
 import time
 from collections.abc import Iterator
@@ -22,9 +23,10 @@ import duckdb
 
 from dynamics.errors import AccessError, InputError, MissingInputError, NotAFolderError, StorageError, UserError
 
-SCHEMA_VERSION = 1  # the version schema.sql inserts; a test keeps the two equal
+SCHEMA_VERSION = 2  # the version schema.sql inserts; a test keeps the two equal
 LOCK_TIMEOUT_S = 60.0
 _FIRST_BACKOFF_S = 0.02
+log = logging.getLogger(__name__)
 # the writer retries more eagerly than readers: it needs a moment when no reader holds the file,
 # while a reader only needs the writer's single transaction to end
 _MAX_BACKOFF_S = {"read": 0.25, "write": 0.05}
@@ -71,10 +73,30 @@ def connect_read(path: str | Path, lock_timeout_s: float = LOCK_TIMEOUT_S) -> It
         raise InputError(f"warehouse path {path} is a directory; pass the .duckdb file inside it")
     con = _open(path, read_only=True, lock_timeout_s=lock_timeout_s)
     try:
-        _check_version(con, path)
+        if _is_outdated(con, path):
+            con.close()
+            _upgrade(path, lock_timeout_s)
+            con = _open(path, read_only=True, lock_timeout_s=lock_timeout_s)
         yield con
     finally:
         con.close()
+
+
+def _is_outdated(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
+    """Whether the file's schema, views or macros are older than this package's (newer ones raise)."""
+    _check_version(con, path)
+    version, digest = _stored_schema(con)
+    return version is not None and digest != _scripts_digest(schema_sql())
+
+
+def _upgrade(path: Path, lock_timeout_s: float) -> None:
+    """Bring an older warehouse's tables, views and macros up to date (one short write), so readers see the
+    analyses this package defines; a file that cannot be written is read with the views it has."""
+    try:
+        with connect_write(path, lock_timeout_s):
+            log.info("upgraded the schema, views and macros of %s", path)
+    except (PermissionError, StorageError, InputError) as err:
+        log.warning("%s was written by another version and cannot be upgraded (%s); its own views are used", path, err)
 
 
 def translate_error(path: Path, err: duckdb.Error) -> Exception:
@@ -155,6 +177,10 @@ def _stored_schema(con: duckdb.DuckDBPyConnection) -> tuple[int | None, str | No
         return None, None
 
 
+def _scripts_digest(scripts: list[str]) -> str:
+    return hashlib.sha256("\n".join(scripts).encode()).hexdigest()
+
+
 def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     version, _ = _stored_schema(con)
     if version is not None and version > SCHEMA_VERSION:
@@ -171,7 +197,7 @@ def _apply_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     of the writer's lock time per checkpoint.
     """
     scripts = schema_sql()
-    digest = hashlib.sha256("\n".join(scripts).encode()).hexdigest()
+    digest = _scripts_digest(scripts)
     if _stored_schema(con)[1] == digest:
         return
     con.begin()

@@ -1,12 +1,18 @@
 """Named read-only queries returning Polars frames; each opens the warehouse for one query and closes it.
 
-The analyses themselves are SQL macros and views stored in the warehouse (warehouse/sql/analysis.sql),
-so `dynamics sql` users and these helpers get the same answers.
+The analyses themselves are SQL macros and views stored in the warehouse (warehouse/sql/analysis.sql);
+every function here selects from one of them, so `dynamics sql` users, notebooks and the HTML report get
+the same answers. `current=True` keeps each model's current setup only (the `current_setups` view: the
+settings hash scored most recently), as the report does.
+
+Example: `induction_to_fv_transitions("runs/warehouse.duckdb", z=2, top_fraction=0.05)`
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -15,7 +21,51 @@ import polars as pl
 from dynamics.errors import InputError
 from warehouse.db import LOCK_TIMEOUT_S, connect_read, first_line
 
-TOP_FRACTION = 0.02  # "top heads" = top 2 % (docs/methods.md, "Top sets")
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The analyses' parameters; the defaults are the SQL macros' (docs/methods.md, "Top sets", "Significance").
+
+    A head is an induction (FV) head at a step when it is among the step's top `top_fraction` of heads
+    (at least `min_top_heads`), scores at least the floor, and scores more than `z` standard errors.
+    """
+
+    top_fraction: float = 0.02
+    min_top_heads: int = 1
+    induction_floor: float = 0.25
+    fv_floor: float = 0.001
+    z: float = 3.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 < self.top_fraction <= 1:
+            problems.append(f"top_fraction must be in (0, 1] (got {self.top_fraction}); 0.02 means the top 2 % of heads")
+        if isinstance(self.min_top_heads, bool) or not isinstance(self.min_top_heads, int) or self.min_top_heads < 1:
+            problems.append(f"min_top_heads must be an integer of at least 1 (got {self.min_top_heads!r})")
+        for name in ("induction_floor", "fv_floor", "z"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be at least 0 (got {getattr(self, name)})")
+        if problems:
+            raise InputError("; ".join(problems))
+
+    @classmethod
+    def of(cls, **overrides) -> Thresholds:
+        """Defaults with `overrides`; an unknown name is refused with the known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(overrides) - known):
+            raise InputError(f"unknown threshold {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**overrides)
+
+    def macro_arguments(self) -> tuple[str, list]:
+        """'top_fraction := ?, …' and the values to bind, for calling an analysis macro."""
+        fields = dataclasses.asdict(self)
+        return ", ".join(f"{name} := ?" for name in fields), list(fields.values())
+
+    def describe(self) -> str:
+        """The rule in words, for report captions."""
+        return (f"top {100 * self.top_fraction:g} % of heads (at least {self.min_top_heads}), scoring at least "
+                f"{self.induction_floor:g} (induction) or {self.fv_floor:g} (FV) and more than {self.z:g} standard "
+                "errors above zero")
 
 
 def query(
@@ -38,59 +88,112 @@ def query(
             raise InputError(f"query failed on {path}: {first_line(err)}") from err
 
 
-def head_trajectories(path: str | Path, model: str | None = None, top_fraction: float = TOP_FRACTION) -> pl.DataFrame:
-    """Per (model, settings_hash, step, layer, head): induction and FV scores, their percentiles and ranks
-    among the step's heads, and membership of each top-`top_fraction` set."""
-    _check_fraction(top_fraction)
-    return _filtered(path, "head_trajectories(top_fraction := ?)", [top_fraction], model,
-                     order="model, settings_hash, step, layer, head")
+def analysis(path: str | Path, name: str, model: str | None = None, *, current: bool = False,
+             thresholds: Thresholds | None = None, where: str = "", params: Sequence = (),
+             order: str = "") -> pl.DataFrame:
+    """Rows of one analysis macro (with `thresholds`) or view (without), optionally one model's or current only.
 
-
-def head_set_membership(path: str | Path, model: str | None = None, top_fraction: float = TOP_FRACTION) -> pl.DataFrame:
-    """Per head: the steps it entered and left the induction and FV top sets, its peak induction
-    percentile, final scores, and the `induction_then_fv` flag."""
-    _check_fraction(top_fraction)
-    return _filtered(path, "head_set_membership(top_fraction := ?)", [top_fraction], model,
-                     order="model, settings_hash, layer, head")
-
-
-def induction_to_fv_transitions(
-    path: str | Path, top_fraction: float = TOP_FRACTION, model: str | None = None
-) -> pl.DataFrame:
-    """Heads in the FV top set at the final step that were in the induction top set at an earlier step.
-
-    Example: `induction_to_fv_transitions(db)` → one row per such head, with `induction_entered_step`,
-    `induction_left_step`, `fv_entered_step`, percentiles and the `top_fraction` used.
+    `name`, `where` and `order` are fixed strings of this package, never user input; values are bound.
     """
-    _check_fraction(top_fraction)
-    return _filtered(path, "induction_to_fv_transitions(top_fraction := ?)", [top_fraction], model,
-                     order="model, settings_hash, layer, head")
+    source, values = name, []
+    if thresholds is not None:
+        arguments, values = thresholds.macro_arguments()
+        source = f"{name}({arguments})"
+    filters = [f for f in ("model = ?" if model is not None else "", where) if f]
+    sql = (f"SELECT a.* FROM {source} a"
+           + (" JOIN current_setups USING (model, settings_hash)" if current else "")
+           + (" WHERE " + " AND ".join(filters) if filters else "")
+           + (f" ORDER BY {order}" if order else ""))
+    return query(path, sql, values + ([model] if model is not None else []) + list(params))
 
 
-def head_dimensionality(path: str | Path, top_fraction: float = TOP_FRACTION) -> pl.DataFrame:
-    """Per model: d_head, d_model, n_heads and the max, top-set mean and mean of its induction and FV
-    scores at the final step."""
-    _check_fraction(top_fraction)
-    return query(path, "SELECT * FROM head_dimensionality(top_fraction := ?) ORDER BY d_head, model",
-                 [top_fraction])
+def head_trajectories(path: str | Path, model: str | None = None, *, current: bool = False,
+                      **thresholds) -> pl.DataFrame:
+    """Per (model, settings_hash, step, layer, head): induction and FV scores with standard errors, their
+    percentiles and ranks among the step's heads, top-set membership, and whether the head IS an
+    induction / FV head there. `thresholds`: any field of `Thresholds`."""
+    return analysis(path, "head_trajectories", model, current=current, thresholds=Thresholds.of(**thresholds),
+                    order="model, settings_hash, step, layer, head")
 
 
-def head_dimensionality_correlations(path: str | Path, top_fraction: float = TOP_FRACTION) -> pl.DataFrame:
+def head_set_membership(path: str | Path, model: str | None = None, *, current: bool = False,
+                        **thresholds) -> pl.DataFrame:
+    """Per head: when it entered and left each top set, when it first was an induction / FV head, its
+    peak and final scores, and the `induction_then_fv` flag."""
+    return analysis(path, "head_set_membership", model, current=current, thresholds=Thresholds.of(**thresholds),
+                    order="model, settings_hash, layer, head")
+
+
+def induction_to_fv_transitions(path: str | Path, model: str | None = None, *, current: bool = False,
+                                **thresholds) -> pl.DataFrame:
+    """FV heads at the final step (significant, above the floor) that were induction heads at an earlier step.
+
+    Example: `induction_to_fv_transitions(db)` → one row per such head, with `first_induction_head_step`,
+    `peak_induction`, `final_fv ± final_fv_stderr` and the thresholds used.
+    """
+    return analysis(path, "induction_to_fv_transitions", model, current=current,
+                    thresholds=Thresholds.of(**thresholds), order="model, settings_hash, layer, head")
+
+
+def final_top_head_trajectories(path: str | Path, model: str | None = None, *, current: bool = False,
+                                **thresholds) -> pl.DataFrame:
+    """Every step of the heads in the final induction or FV top set, with their set membership."""
+    return analysis(path, "final_top_head_trajectories", model, current=current,
+                    thresholds=Thresholds.of(**thresholds), order="model, settings_hash, layer, head, step")
+
+
+def mechanism_emergence(path: str | Path, model: str | None = None, *, current: bool = False,
+                        **thresholds) -> pl.DataFrame:
+    """Per (model, settings_hash): the first step with an induction head, the first with an FV head, and
+    which came first."""
+    return analysis(path, "mechanism_emergence", model, current=current, thresholds=Thresholds.of(**thresholds),
+                    order="model, settings_hash")
+
+
+def head_strength(path: str | Path, model: str | None = None, *, current: bool = False,
+                  **thresholds) -> pl.DataFrame:
+    """Per (model, settings_hash, metric) at the final step: max, top-set mean, mean, and how many heads
+    are heads of that kind."""
+    return analysis(path, "head_strength", model, current=current, thresholds=Thresholds.of(**thresholds),
+                    order="model, settings_hash, metric")
+
+
+def head_dimensionality(path: str | Path, **thresholds) -> pl.DataFrame:
+    """Per model (its current setup): d_head, d_model, n_heads and the max, top-set mean and mean of its
+    induction and FV scores at the final step."""
+    return analysis(path, "head_dimensionality", thresholds=Thresholds.of(**thresholds), order="d_head, model")
+
+
+def head_dimensionality_correlations(path: str | Path, **thresholds) -> pl.DataFrame:
     """Per (metric, statistic): Pearson and Spearman correlation with d_head across models (null below 3)."""
-    _check_fraction(top_fraction)
-    return query(path, "SELECT * FROM head_dimensionality_correlations(top_fraction := ?) ORDER BY metric, statistic",
-                 [top_fraction])
+    return analysis(path, "head_dimensionality_correlations", thresholds=Thresholds.of(**thresholds),
+                    order="metric, statistic")
 
 
-def phase_change(path: str | Path, model: str | None = None) -> pl.DataFrame:
+def phase_change(path: str | Path, model: str | None = None, *, current: bool = False) -> pl.DataFrame:
     """Long frame (model, settings_hash, step, tokens, metric, value) of each checkpoint's model-level
-    metrics plus 'max_induction', the strongest induction head at that step."""
-    return _filtered(path, "phase_change", [], model, order="model, settings_hash, metric, step")
+    metrics plus 'max_induction' and 'max_fv', the strongest heads at that step."""
+    return analysis(path, "phase_change", model, current=current, order="model, settings_hash, metric, step")
+
+
+def ablation_curves(path: str | Path, model: str | None = None) -> pl.DataFrame:
+    """Few-shot accuracy under head ablation, averaged over tasks, one setup per model (see the view)."""
+    return analysis(path, "ablation_curves", model, order="model, ranking, exclusion, fraction")
+
+
+def metric_inventory(path: str | Path) -> pl.DataFrame:
+    """Which metrics each model's current setup has: (model, source, metric, n_steps)."""
+    return analysis(path, "metric_inventory", order="model, source, metric")
+
+
+def scored_models(path: str | Path) -> pl.DataFrame:
+    """Per model, its current setup: checkpoints scored (steps), failed and duplicate (steps), and its shape."""
+    return analysis(path, "scored_models", order="model")
 
 
 def head_map(path: str | Path, model: str, metric: str, settings_hash: str | None = None) -> pl.DataFrame:
-    """(settings_hash, step, layer, head, value, flag) of one head metric of one model, for heat maps."""
-    sql = ("SELECT settings_hash, step, layer, head, value, flag FROM head_scores WHERE model = ? AND metric = ?"
+    """(settings_hash, step, layer, head, value, stderr, flag) of one head metric of one model, for heat maps."""
+    sql = ("SELECT settings_hash, step, layer, head, value, stderr, flag FROM head_scores WHERE model = ? AND metric = ?"
            + (" AND settings_hash = ?" if settings_hash is not None else "")
            + " ORDER BY settings_hash, step, layer, head")
     params = [model, metric] + ([settings_hash] if settings_hash is not None else [])
@@ -116,13 +219,22 @@ def final_step(path: str | Path, model: str, settings_hash: str | None = None) -
     return int(step)
 
 
-def _filtered(path: str | Path, source: str, params: list, model: str | None, order: str) -> pl.DataFrame:
-    # `source` and `order` are fixed strings from this module; only values are bound
-    where = " WHERE model = ?" if model is not None else ""
-    return query(path, f"SELECT * FROM {source}{where} ORDER BY {order}",
-                 params + ([model] if model is not None else []))
+
+MODEL_ANALYSES = ("head_trajectories", "head_set_membership", "induction_to_fv_transitions",
+                  "final_top_head_trajectories", "mechanism_emergence", "head_strength")
 
 
-def _check_fraction(top_fraction: float) -> None:
-    if not 0 < top_fraction <= 1:
-        raise InputError(f"top_fraction must be in (0, 1] (got {top_fraction}); 0.02 means the top 2 % of heads")
+def views(path: str | Path, model: str | None = None, *, current: bool = False, **thresholds) -> dict[str, pl.DataFrame]:
+    """Every analysis of a warehouse as Polars frames, by view name, for a notebook.
+
+    Example: `v = views("runs/warehouse.duckdb", z=2); v["induction_to_fv_transitions"]`
+    """
+    chosen = Thresholds.of(**thresholds)
+    frames = {name: analysis(path, name, model, current=current, thresholds=chosen) for name in MODEL_ANALYSES}
+    frames["head_dimensionality"] = head_dimensionality(path, **thresholds)
+    frames["head_dimensionality_correlations"] = head_dimensionality_correlations(path, **thresholds)
+    frames["phase_change"] = phase_change(path, model, current=current)
+    frames["ablation_curves"] = ablation_curves(path, model)
+    frames["scored_models"] = scored_models(path)
+    frames["metric_inventory"] = metric_inventory(path)
+    return frames

@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS head_scores (
     metric          VARCHAR NOT NULL,
     value           DOUBLE,
     flag            VARCHAR CHECK (flag IS NULL OR flag = 'non_finite'),
+    stderr          DOUBLE,                    -- standard error of value (docs/methods.md, "Standard errors")
     revision        VARCHAR,
     weights_sha256  VARCHAR,
     dtype           VARCHAR,
@@ -107,6 +108,7 @@ CREATE TABLE IF NOT EXISTS head_task_scores (
     metric          VARCHAR NOT NULL,
     value           DOUBLE,
     flag            VARCHAR CHECK (flag IS NULL OR flag = 'non_finite'),
+    stderr          DOUBLE,                    -- standard error of value over the task's trials
     revision        VARCHAR,
     weights_sha256  VARCHAR,
     dtype           VARCHAR,
@@ -172,4 +174,8 @@ CREATE TABLE IF NOT EXISTS ablations (
     CHECK ((value IS NULL) = (flag IS NOT NULL))
 );
 
-INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
+-- Version 2: standard errors beside head scores (NULL in rows scored before).
+ALTER TABLE head_scores ADD COLUMN IF NOT EXISTS stderr DOUBLE;
+ALTER TABLE head_task_scores ADD COLUMN IF NOT EXISTS stderr DOUBLE;
+
+INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;

@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from dynamics.errors import InputError
+from dynamics.errors import InputError, UnknownNameError
 from warehouse.db import LOCK_TIMEOUT_S, connect_read, connect_write, rollback, translate_error
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ _REQUIRED_COLUMNS = {
     "prompts": ("task", "kind", "idx", "prompt"),
     "ablations": ("ranking", "fraction", "exclusion", "method", "task", "metric", "value", "flag"),
 }
-_OPTIONAL_COLUMNS = {"ablations": ("n_ablated", "heads")}
+_OPTIONAL_COLUMNS = {"ablations": ("n_ablated", "heads"), "head_scores": ("stderr",), "head_task_scores": ("stderr",)}
 _LIBRARIES = ("torch", "transformers", "huggingface_hub", "safetensors", "duckdb", "polars", "ray", "training-dynamics")
 
 
@@ -191,7 +191,7 @@ def finish_run(path: str | Path, run_id: str, lock_timeout_s: float = LOCK_TIMEO
             "UPDATE runs SET finished_at = ? WHERE run_id = ? RETURNING run_id", [_utc_now(), run_id]
         ).fetchall()
     if not updated:
-        raise InputError(f"no run {run_id!r} in {path}; start it with start_run first")
+        raise UnknownNameError(f"no run {run_id!r} in {path}; start it with start_run first")
 
 
 def installed_versions() -> dict[str, str]:

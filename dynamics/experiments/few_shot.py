@@ -207,7 +207,7 @@ def greedy_generate(
         mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)  # (batch, pos + step)
         position_ids = (lengths + step - 1)[:, None]  # (batch, 1): right after the row's last token
         out = _step(model, intervention, torch.zeros_like(lengths), input_ids=token[:, None], attention_mask=mask,
-                    position_ids=position_ids, past_key_values=out.past_key_values, use_cache=True)
+                    position_ids=position_ids, cache=out.cache, use_cache=True)
         logits = head(out.last_hidden_state[:, -1])  # (batch, vocab)
         token = logits.argmax(-1)  # (batch,)
         finite &= done | torch.isfinite(logits).all(-1)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from dynamics.adapters import LoadedModel, hooks
 from dynamics.errors import InputError
+from dynamics.scorers.estimates import mean_and_stderr
 from dynamics.scorers.shared_prefix import (
     SHARED_PREFIX_ATTENTION,
     SharedPrefix,
@@ -76,6 +77,8 @@ class FunctionVectorScores:
     per_task: dict[str, Tensor]  # task -> (layer, head): mean indirect effect over the task's trials
     means: Tensor  # (task, layer, head, d_head): μ^τ, fp32
     dtype: torch.dtype  # weights' dtype the scores were computed in
+    stderr: Tensor  # (layer, head): standard error of fv, over trials (docs/methods.md, "Standard errors")
+    per_task_stderr: dict[str, Tensor]  # task -> (layer, head): standard error of per_task[task]
 
     def is_finite(self) -> bool:
         return bool(torch.isfinite(self.fv).all()) and all(bool(torch.isfinite(t).all()) for t in self.per_task.values())
@@ -148,7 +151,7 @@ def _run_unpatched(model: LoadedModel, prompts: Sequence[EncodedPrompt], keep_pr
         valid = torch.arange(n_pos - 1, device=model.device)[None, :] < last[:, None]  # (batch, prefix_pos)
         prefix = [
             SharedPrefix(layer.keys[:, :, : n_pos - 1], layer.values[:, :, : n_pos - 1], valid)
-            for layer in out.past_key_values.layers
+            for layer in out.cache.layers
         ]
     return _UnpatchedPass(
         last=last,
@@ -200,11 +203,19 @@ def _check_means(model: LoadedModel, prompt_set: PromptSet, means: Tensor) -> No
 
 
 def _aggregate(prompt_set: PromptSet, effects: list[Tensor], means: Tensor, dtype: torch.dtype) -> FunctionVectorScores:
-    """Mean over trials per task, then the equal-weight mean over tasks. effects[t] is (trial, layer, head)."""
-    per_task = {task.task: effect.double().mean(dim=0) for task, effect in zip(prompt_set.tasks, effects)}
+    """Mean over trials per task, then the equal-weight mean over tasks. effects[t] is (trial, layer, head).
+
+    The tasks' trials are independent samples, so the standard error of the mean over T tasks is
+    √(Σ_t se_t²) / T, with se_t the standard error of task t's mean.
+    """
+    estimates = {task.task: mean_and_stderr(effect, dim=0) for task, effect in zip(prompt_set.tasks, effects)}
+    per_task = {name: mean for name, (mean, _) in estimates.items()}
+    per_task_stderr = {name: stderr for name, (_, stderr) in estimates.items()}
     fv = torch.stack(list(per_task.values())).mean(dim=0)  # (layer, head)
+    stderr = torch.stack(list(per_task_stderr.values())).pow(2).sum(dim=0).sqrt() / len(per_task)
     return FunctionVectorScores(
-        fv=fv.float(), per_task={k: v.float() for k, v in per_task.items()}, means=means, dtype=dtype
+        fv=fv.float(), per_task={k: v.float() for k, v in per_task.items()}, means=means, dtype=dtype,
+        stderr=stderr.float(), per_task_stderr={k: v.float() for k, v in per_task_stderr.items()},
     )
 
 

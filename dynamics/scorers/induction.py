@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from dynamics.adapters import LoadedModel, hooks
 from dynamics.errors import InputError
+from dynamics.scorers.estimates import HeadScores, mean_and_stderr, ratio_and_stderr
 
 PATTERN_METRICS = ("induction", "prev_token", "duplicate_token")
 METRICS = (*PATTERN_METRICS, "copying")
@@ -203,15 +204,16 @@ def _capture_inputs(modules: list[nn.Module], receive: Callable[[int, Tensor], N
 
 def _score_chunk(
     model: LoadedModel, chunk: Tensor, lengths: Tensor | None, unembed_mean: Tensor
-) -> tuple[dict[str, Tensor], Tensor, int]:
-    """One forward pass: per-metric sums over sequences of the mul score, the copying sum, and its target count."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One forward pass: per-sequence mul scores (metric, layer, sequence, head), per-sequence sums of the
+    copying score's targets (layer, sequence, head), and each sequence's target count (sequence,)."""
     L, H, device = model.n_layers, model.n_heads, model.device
     patterns = detection_patterns(chunk, lengths)
     targets = torch.stack([patterns[m] for m in PATTERN_METRICS], dim=1).to(device)  # (batch, metric, query, key)
     chunk = chunk.to(device)
     pair_seq, pair_query, pair_key = patterns["induction"].to(device).nonzero(as_tuple=True)  # each (target,)
     readout = _readout_rows(model, chunk[pair_seq, pair_key], unembed_mean)  # (target, d_model)
-    pattern_sums = {m: torch.zeros(L, H, dtype=torch.float64) for m in PATTERN_METRICS}
+    per_sequence = torch.zeros(len(PATTERN_METRICS), L, chunk.shape[0], H, dtype=torch.float64)
     direct = torch.zeros(L, len(pair_seq), H, device=device)  # copying numerators, before dividing by σ
     divisor: list[Tensor] = []  # (target,), filled by the final-norm hook
     valid = attention_mask = None
@@ -224,10 +226,8 @@ def _score_chunk(
         if valid is not None:  # padded queries and keys carry no attention mass
             probs = probs * (valid[:, None, :, None] & valid[:, None, None, :])
         denominator = probs.sum(dim=(-1, -2))  # (batch, head)
-        per_sequence = torch.einsum("bhqk,bmqk->mbh", probs, targets) / denominator  # (metric, batch, head)
-        sums = per_sequence.sum(dim=1).double().cpu()  # (metric, head)
-        for index, metric in enumerate(PATTERN_METRICS):
-            pattern_sums[metric][layer] += sums[index]
+        scores = torch.einsum("bhqk,bmqk->mbh", probs, targets) / denominator  # (metric, batch, head)
+        per_sequence[:, layer] = scores.double().cpu()
 
     def on_head_outputs(layer: int, z: Tensor) -> None:
         z = z[pair_seq, pair_query].float().view(-1, H, model.d_head)  # (target, head, d_head)
@@ -245,17 +245,21 @@ def _score_chunk(
     ):
         # The base model stops at the final norm: no (batch, pos, vocab) logits are ever built.
         model.model.base_model(input_ids=chunk, attention_mask=attention_mask, use_cache=False)
-    copying_sum = (direct / divisor[0][None, :, None]).sum(dim=1).double().cpu()  # (layer, head)
-    return pattern_sums, copying_sum, len(pair_seq)
+    copying = (direct / divisor[0][None, :, None]).double()  # (layer, target, head)
+    copying_sums = torch.zeros(L, chunk.shape[0], H, dtype=torch.float64, device=device)
+    copying_sums.index_add_(1, pair_seq, copying)
+    counts = torch.bincount(pair_seq, minlength=chunk.shape[0])  # (batch,)
+    return per_sequence, copying_sums.cpu(), counts.cpu()
 
 
 @torch.no_grad()
 def score_patterns(
     model: LoadedModel, tokens: Tensor, batch_size: int, lengths: Tensor | None = None
-) -> dict[str, Tensor]:
-    """Every metric in METRICS, each (layer, head), over the rows of `tokens`, `batch_size` rows per pass.
+) -> HeadScores:
+    """Every metric in METRICS, each (layer, head) with its standard error, over the rows of `tokens`.
 
     Pattern metrics are means of per-sequence mul scores; copying is the mean over all induction targets.
+    Standard errors treat the sequences as the independent samples (docs/methods.md, "Standard errors").
     """
     n = tokens.shape[0]
     longest = int(lengths.max()) if lengths is not None else tokens.shape[1]
@@ -265,26 +269,25 @@ def score_patterns(
             "lower repeat_len (re-encoding can lengthen reference-probe sequences)"
         )
     unembed_mean = model.model.get_output_embeddings().weight.float().mean(dim=0)  # (d_model,)
-    totals = {m: torch.zeros(model.n_layers, model.n_heads, dtype=torch.float64) for m in METRICS}
-    n_targets = 0
-    for start in range(0, n, batch_size):
-        chunk_lengths = None if lengths is None else lengths[start : start + batch_size]
-        pattern_sums, copying_sum, chunk_targets = _score_chunk(
-            model, tokens[start : start + batch_size], chunk_lengths, unembed_mean
-        )
-        for metric, value in pattern_sums.items():
-            totals[metric] += value
-        totals["copying"] += copying_sum
-        n_targets += chunk_targets
+    chunks = [
+        _score_chunk(model, tokens[start : start + batch_size],
+                     None if lengths is None else lengths[start : start + batch_size], unembed_mean)
+        for start in range(0, n, batch_size)
+    ]
+    per_sequence = torch.cat([c[0] for c in chunks], dim=2)  # (metric, layer, sequence, head)
+    values, stderr = {}, {}
+    for index, metric in enumerate(PATTERN_METRICS):
+        values[metric], stderr[metric] = mean_and_stderr(per_sequence[index], dim=1)
     # A probe without a single induction target leaves copying undefined: 0/0 is NaN, stored as flagged.
-    denominators = {**{m: n for m in PATTERN_METRICS}, "copying": n_targets}
-    return {m: (totals[m] / denominators[m]).float() for m in METRICS}
+    values["copying"], stderr["copying"] = ratio_and_stderr(
+        torch.cat([c[1] for c in chunks], dim=1), torch.cat([c[2] for c in chunks]), dim=1)
+    return HeadScores({m: v.float() for m, v in values.items()}, {m: s.float() for m, s in stderr.items()})
 
 
 def score_induction(
     model: LoadedModel, probe: Tensor, config: InductionConfig, lengths: Tensor | None = None
-) -> dict[str, Tensor]:
-    """Induction, previous-token, duplicate-token and copying scores, each (layer, head).
+) -> HeadScores:
+    """Induction, previous-token, duplicate-token and copying scores, each (layer, head), with standard errors.
 
     `probe` is `make_probe(...)` for config.probe == 'clean', or the tokens of `make_reference_probe(...)`
     with its `lengths` for 'reference'.

@@ -167,8 +167,8 @@ def score_checkpoints(
         losses = token_loss_score(loaded, heldout, probe.early, probe.late)
         results.append({
             "step": step,
-            "induction_best": float(scores["induction"].max()),
-            "prev_token_best": float(scores["prev_token"].max()),
+            "induction_best": float(scores.values["induction"].max()),
+            "prev_token_best": float(scores.values["prev_token"].max()),
             **{key: losses[key] for key in ("loss_early", "loss_late", TOKEN_LOSS_METRIC)},
         })
     return results

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import torch
 
-from dynamics.checkpoint_scorer import CheckpointScorer, ScoringConfig, TokenLossConfig, tasks_fingerprint
+from dynamics.checkpoint_scorer import (
+    CheckpointScorer,
+    ScoringConfig,
+    TokenLossConfig,
+    scoring_settings,
+    tasks_fingerprint,
+)
 from dynamics.experiments.few_shot import IclEvalConfig
 from dynamics.experiments.runner import IclExperimentConfig
 from dynamics.heldout import check_heldout_file, load_heldout_tokens
@@ -66,12 +72,9 @@ class ModelTarget:
 
     def settings(self) -> dict:
         """Everything that changes a score; its hash keys the checkpoint's rows (resume compares it)."""
-        return {
-            **self.scoring.settings(),
-            "tasks": {"source": self.tasks_dir or "builtin", "names": self.task_names, "sha": self.tasks_hash},
-            "heldout": {"file": Path(self.heldout_path).name, "sha": self.heldout_hash} if self.heldout_path else None,
-            "ablation_steps": list(self.ablation_steps),
-        }
+        heldout = {"file": Path(self.heldout_path).name, "sha": self.heldout_hash} if self.heldout_path else None
+        return scoring_settings(self.scoring, tasks_source=self.tasks_dir or "builtin", tasks_sha=self.tasks_hash,
+                                task_names=self.task_names, heldout=heldout, ablation_steps=self.ablation_steps)
 
     @property
     def settings_hash(self) -> str:

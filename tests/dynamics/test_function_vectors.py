@@ -25,8 +25,9 @@ from dynamics.scorers.function_vectors import (
 )
 from dynamics.tasks.base import IclPrompt
 from dynamics.tasks.builtin import builtin_tasks
-from dynamics.tasks.prompts import PromptSet, build_prompt_set, encode_prompt_set
+from dynamics.tasks.prompts import PromptSet, TaskPrompts, build_prompt_set, encode_prompt_set
 from dynamics.toy.tokenizer import train_tokenizer
+from tests.dynamics.attention_probe import returns_attention_weights
 
 # Prompt lengths differ across these tasks (one word, a 5-word list, a capitalised word).
 NAMES = ["antonym", "choose_middle_of_5", "capitalize"]
@@ -82,7 +83,28 @@ def test_fast_equals_reference_on_every_head(family: str, prompt_set: PromptSet,
     for task in NAMES:
         torch.testing.assert_close(fast.per_task[task], reference.per_task[task], atol=1e-6, rtol=0)
     torch.testing.assert_close(fast.fv, torch.stack([fast.per_task[t] for t in NAMES]).mean(0))
-    assert model.model.config._attn_implementation == "sdpa"  # the fast path restores the implementation
+    assert not returns_attention_weights(model)  # the fast path restores the implementation
+
+
+def test_standard_errors_equal_the_textbook_formula(prompt_set: PromptSet, tokenizer) -> None:
+    """Per trial, the reference loop on a one-prompt set; then s/√n per task and √(Σ se²)/T over tasks."""
+    model = make_model("gpt_neox", len(tokenizer))
+    means = mean_head_activations(model, prompt_set)
+    fast = score_function_vectors(model, prompt_set, means, FunctionVectorConfig(batch_size=2))
+    per_task_se = []
+    for t, task in enumerate(prompt_set.tasks):
+        trials = torch.stack([
+            score_function_vectors_reference(model, PromptSet((TaskPrompts(task.task, task.clean, (p,)),), 0),
+                                             means[t : t + 1]).fv.double()
+            for p in task.corrupted
+        ])  # (trial, layer, head): each trial's indirect effect
+        n = trials.shape[0]
+        se = ((trials - trials.mean(0)).pow(2).sum(0) / (n - 1)).sqrt() / n**0.5
+        torch.testing.assert_close(fast.per_task_stderr[task.task], se.float(), atol=1e-6, rtol=1e-4)
+        per_task_se.append(se)
+    expected = torch.stack(per_task_se).pow(2).sum(0).sqrt() / len(per_task_se)
+    torch.testing.assert_close(fast.stderr, expected.float(), atol=1e-6, rtol=1e-4)
+    assert float(fast.stderr.min()) > 0
 
 
 @pytest.mark.gpu

@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from dynamics.adapters import LoadedModel, from_module
+from dynamics.scorers.estimates import HeadScores
 from dynamics.scorers.induction import (
     METRICS,
     InductionConfig,
@@ -26,6 +27,7 @@ from dynamics.scorers.induction import (
     score_induction,
 )
 from dynamics.toy.tokenizer import BOS_TEXT, train_tokenizer
+from tests.dynamics.attention_probe import returns_attention_weights
 
 REPEAT = 50  # the reference's r length, so the closed forms of docs/methods.md, "Pattern score formula" apply as written
 T = 1 + 2 * REPEAT
@@ -102,7 +104,7 @@ def hand_built() -> tuple[LoadedModel, Tensor, dict[str, Tensor]]:
     loaded = from_module(hand_built_gpt2(), attn_implementation="sdpa")
     probe = distinct_repeat_probe(4, loaded.vocab_size)
     scores = score_induction(loaded, probe, InductionConfig(repeat_len=REPEAT, n_sequences=4, batch_size=3))
-    return loaded, probe, scores
+    return loaded, probe, scores.values
 
 
 def test_forced_induction_head_scores_the_closed_form(hand_built):
@@ -175,18 +177,18 @@ def _norm_linear_map(norm: nn.Module, hidden: Tensor) -> Callable:
     return lambda o: norm.weight * centre(o) / sigma
 
 
-def loop_scores(loaded: LoadedModel, tokens: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:
+def loop_scores(loaded: LoadedModel, tokens: Tensor, lengths: Tensor | None = None) -> HeadScores:
     """Straightforward reference: one sequence at a time, eager `output_attentions`, a loop over heads.
 
     Copying goes through the real o_proj module (one head's z kept, bias removed), the final norm's own
-    output and the full lm_head logits.
+    output and the full lm_head logits. Standard errors by their textbook formulas: s/√n over the
+    per-sequence scores, and the ratio estimator's over the per-sequence copying sums.
     """
     hf = loaded.model
     L, H, d_head = loaded.n_layers, loaded.n_heads, loaded.d_head
     norm = hf.get_submodule(loaded.family.final_norm)
     per_sequence = {m: [] for m in ("induction", "prev_token", "duplicate_token")}
     copying = []
-    previous = hf.config._attn_implementation
     hf.set_attn_implementation("eager")
     for n in range(tokens.shape[0]):
         length = tokens.shape[1] if lengths is None else int(lengths[n])
@@ -224,14 +226,20 @@ def loop_scores(loaded: LoadedModel, tokens: Tensor, lengths: Tensor | None = No
                         z = torch.zeros_like(captured[l][i])
                         z[h * d_head : (h + 1) * d_head] = captured[l][i][h * d_head : (h + 1) * d_head]
                         logits = hf.get_output_embeddings()(to_logit_space(o_proj(z) - bias_only))
-                        copying.append(((l, h), float(logits[ids[j]] - logits.mean())))
-    hf.set_attn_implementation(previous)
+                        copying.append((n, (l, h), float(logits[ids[j]] - logits.mean())))
+    hf.set_attn_implementation(loaded.attn_implementation)
+    n_seq = tokens.shape[0]
     result = {m: torch.stack(v).mean(dim=0) for m, v in per_sequence.items()}
-    copy_sum = torch.zeros(L, H, dtype=torch.float64)
-    for (l, h), value in copying:
-        copy_sum[l, h] += value
-    result["copying"] = (copy_sum / (len(copying) / (L * H))).float()
-    return result
+    stderr = {m: torch.stack(v).double().std(dim=0, correction=1).float() / math.sqrt(n_seq) for m, v in per_sequence.items()}
+    sums = torch.zeros(n_seq, L, H, dtype=torch.float64)
+    counts = torch.zeros(n_seq, dtype=torch.float64)
+    for n, (l, h), value in copying:
+        sums[n, l, h] += value
+        counts[n] += 1 / (L * H)
+    mean = sums.sum(dim=0) / counts.sum()
+    variance = sum((sums[n] - mean * counts[n]) ** 2 for n in range(n_seq)) / counts.sum() ** 2 * n_seq / (n_seq - 1)
+    result["copying"], stderr["copying"] = mean.float(), variance.sqrt().float()
+    return HeadScores(result, stderr)
 
 
 def small_probe(vocab_size: int, n_sequences: int = 5, repeat_len: int = 8) -> tuple[Tensor, InductionConfig]:
@@ -246,11 +254,13 @@ def test_batched_scores_equal_the_per_sequence_loop(family):
     probe, config = small_probe(loaded.vocab_size)
     scores = score_induction(loaded, probe, config)
     expected = loop_scores(loaded, probe)
-    assert set(scores) == set(METRICS)
+    assert set(scores.values) == set(scores.stderr) == set(METRICS)
     for metric in METRICS:
-        torch.testing.assert_close(scores[metric], expected[metric], atol=1e-5, rtol=1e-4, msg=metric)
-    assert scores["copying"].abs().max() > 1e-3  # random heads do write something
-    assert loaded.model.config._attn_implementation == "sdpa"  # capture restored the usual attention
+        torch.testing.assert_close(scores.values[metric], expected.values[metric], atol=1e-5, rtol=1e-4, msg=metric)
+        torch.testing.assert_close(scores.stderr[metric], expected.stderr[metric], atol=1e-5, rtol=1e-4, msg=metric)
+    assert scores.values["copying"].abs().max() > 1e-3  # random heads do write something
+    assert scores.stderr["induction"].min() > 0 and scores.stderr["copying"].min() > 0
+    assert not returns_attention_weights(loaded)  # capture restored the usual attention (sdpa)
 
 
 def test_scores_do_not_depend_on_chunk_size():
@@ -260,9 +270,10 @@ def test_scores_do_not_depend_on_chunk_size():
         score_induction(loaded, probe, InductionConfig(repeat_len=8, n_sequences=7, seed=3, batch_size=size))
         for size in (1, 3, 7)
     ]
-    for scores in by_size[1:]:
+    for scores in by_size[1:]:  # values and standard errors alike
         for metric in METRICS:
-            torch.testing.assert_close(scores[metric], by_size[0][metric], atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(scores.values[metric], by_size[0].values[metric], atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(scores.stderr[metric], by_size[0].stderr[metric], atol=1e-6, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- reference-compatible probe
@@ -310,10 +321,11 @@ def test_reference_scores_use_the_re_encoded_ids(tokenizer):
     scores = score_induction(loaded, tokens, config, lengths)
     expected = loop_scores(loaded, tokens, lengths)
     for metric in METRICS:
-        torch.testing.assert_close(scores[metric], expected[metric], atol=1e-5, rtol=1e-4, msg=metric)
+        torch.testing.assert_close(scores.values[metric], expected.values[metric], atol=1e-5, rtol=1e-4, msg=metric)
+        torch.testing.assert_close(scores.stderr[metric], expected.stderr[metric], atol=1e-5, rtol=1e-4, msg=metric)
     one_chunk = score_induction(loaded, tokens, reference_config(batch_size=6), lengths)
     for metric in METRICS:
-        torch.testing.assert_close(one_chunk[metric], scores[metric], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(one_chunk.values[metric], scores.values[metric], atol=1e-6, rtol=1e-5)
 
 
 def test_sequences_longer_than_the_context_are_refused(tokenizer):

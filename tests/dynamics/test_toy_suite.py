@@ -87,7 +87,7 @@ def test_manifest_scores_match_a_fresh_scoring(rise_suite: Path) -> None:
     scores = score_induction(model, probe, PROBE.induction)
     recorded = read_manifest(rise_suite)["checkpoint_scores"]["t-64d-2h"][-1]
     assert recorded["step"] == 1800
-    assert recorded["induction_best"] == pytest.approx(float(scores["induction"].max()), rel=1e-5)
+    assert recorded["induction_best"] == pytest.approx(float(scores.values["induction"].max()), rel=1e-5)
     table = format_scores(read_manifest(rise_suite)).splitlines()
     assert len(table) == 1 + 16 and table[-1].split()[:2] == ["t-64d-2h", "1800"]
 

@@ -16,6 +16,7 @@ from dynamics.checkpoint_scorer import ScoredCheckpoint
 from dynamics.errors import InputError
 from dynamics.provenance import Provenance
 from dynamics.rows import checkpoint_metric_rows, head_score_rows, head_task_score_rows
+from dynamics.scorers.estimates import HeadScores
 from jobs.sweep import config as sweep_config
 from jobs.sweep.config import SweepConfig
 from jobs.sweep.plan import WorkItem, plan_work
@@ -91,7 +92,8 @@ def _result(target, step: int, sha: str, status: str = "ok", error: str | None =
     if status == "failed":
         return WorkResult(item, "failed", {"revision": item.revision}, error=error)
     provenance = Provenance(target.model_id, item.revision, step, sha, "float32", "eager", target.settings())
-    scores = head_score_rows({"induction": torch.full((2, 2), step / 10)}, provenance)
+    scores = head_score_rows(HeadScores({"induction": torch.full((2, 2), step / 10)},
+                                        {"induction": torch.full((2, 2), 0.01)}), provenance)
     scored = ScoredCheckpoint(scores, head_task_score_rows({}, provenance),
                               checkpoint_metric_rows({"fewshot_f1": 0.5}, provenance), pl.DataFrame(), pl.DataFrame(),
                               "float32")

@@ -26,6 +26,8 @@ PYTHIA_STEPS = (0, *(2**i for i in range(10)), *range(1000, 143001, 1000))  # 15
 SETTINGS_HASH = "settings-new"
 STALE_SETTINGS_HASH = "settings-old"  # scored earlier; every induction score 0.99, so it shows if charted
 ABLATION_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3)
+# standard errors: a head with FV ≥ 6e-4 or induction ≥ 0.015 is significant at the default z = 3
+STDERR = {"induction": 0.005, "fv": 2e-4}
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,8 @@ class SyntheticModel:
 
     @property
     def top_k(self) -> int:
-        """Top-set size the report uses by default: max(3, ceil(2 % of heads))."""
-        return max(3, math.ceil(round(0.02 * self.n_layers * self.n_heads, 9)))
+        """Top-set size of the analyses' defaults: max(1, ceil(2 % of heads))."""
+        return max(1, math.ceil(round(0.02 * self.n_layers * self.n_heads, 9)))
 
     @property
     def transition_head(self) -> tuple[int, int]:
@@ -182,6 +184,7 @@ def _head_frame(model: SyntheticModel, settings_hash: str, metric: str, values: 
     return pl.DataFrame({
         "model": model.name, "step": step.ravel(), "settings_hash": settings_hash, "layer": layer.ravel().astype(np.int32),
         "head": head.ravel().astype(np.int32), "metric": metric, "value": values.ravel(),
+        "stderr": STDERR.get(metric),
     })
 
 
@@ -193,6 +196,7 @@ def _checkpoint_metric_frame(model: SyntheticModel, settings_hash: str, metric: 
 def _ablations_frame(model: SyntheticModel) -> pl.DataFrame:
     """Few-shot F1 at the final step: FV ablation hurts most, then induction, then random."""
     drop = {"fv": 2.0, "induction": 1.0, "random": 0.2}
+    n_heads = model.n_layers * model.n_heads
     rows = []
     for ranking, slope in drop.items():
         for exclusion in (False, True):
@@ -201,7 +205,9 @@ def _ablations_frame(model: SyntheticModel) -> pl.DataFrame:
                     continue  # the reference grid has no clean run with exclusion
                 for task, base in (("antonym", 0.6), ("capitalize", 0.8)):
                     value = max(0.0, base - slope * fraction * (0.7 if exclusion else 1.0))
+                    n_ablated = max(1, int(fraction * n_heads)) if fraction else 0  # as ablation_count
                     rows.append({"model": model.name, "step": model.steps[-1], "settings_hash": SETTINGS_HASH,
                                  "ranking": ranking, "fraction": fraction, "exclusion": exclusion,
-                                 "method": "mean", "task": task, "metric": "f1", "value": value})
+                                 "method": "mean", "task": task, "metric": "f1", "value": value,
+                                 "n_ablated": n_ablated})
     return pl.DataFrame(rows)

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from reports import charts
-from reports.report import ReportConfig, induction_onsets, missing_notes, pick_steps, thin_steps
+from reports.report import ReportConfig, icl_text, missing_notes, overlap_text, pick_steps, thin_steps
 from tests.reports.synthetic_warehouse import PYTHIA_STEPS
-from warehouse import report_queries
+from warehouse import queries
 
 
 def _datasets(spec: dict) -> list[list[dict]]:
@@ -55,17 +55,38 @@ def test_thin_steps_respects_the_row_budget_per_model():
     assert thin_steps(frame, 5000).height == frame.height
 
 
-def test_induction_onsets_first_step_at_or_above_threshold():
-    curves = pl.DataFrame({"model": ["a"] * 4 + ["b"] * 2, "step": [0, 10, 20, 30, 0, 10],
-                           "metric": "max_induction", "value": [0.1, 0.25, 0.1, 0.9, 0.1, 0.2]})
-    onsets = induction_onsets(curves, ["a", "b", "c"], 0.25)
-    assert onsets.rows() == [("a", 10, 0.25), ("b", None, 0.25), ("c", None, 0.25)]
+def test_pick_steps_spreads_linearly_for_short_runs():
+    steps = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, *range(500, 4001, 250)]
+    picked = pick_steps(steps, 8, log_spaced=False)
+    assert picked[0] == 0 and picked[-1] == 4000 and len(picked) == 8
+    assert sum(s >= 1000 for s in picked) >= 5  # the linear part, where a short run's phase changes happen
+
+
+def test_icl_caption_names_the_loss_that_moves():
+    def curves(early: list[float], late: list[float]) -> pl.DataFrame:
+        icl = [b - a for a, b in zip(early, late)]
+        return pl.DataFrame({"model": "m", "step": [0, 2000, 4000] * 3,
+                             "metric": ["loss_early"] * 3 + ["loss_late"] * 3 + ["icl_token_loss"] * 3,
+                             "value": early + late + icl})
+    rising_early = icl_text(curves([3.57, 4.5, 5.43], [2.09, 1.8, 1.42]))
+    assert "-1.48 → -4.01" in rising_early and "mostly because early-token loss rose (3.57 → 5.43)" in rising_early
+    falling_late = icl_text(curves([3.0, 3.0, 3.1], [3.0, 2.0, 1.0]))
+    assert "mostly because late-token loss fell (3.00 → 1.00)" in falling_late
+
+
+def test_overlap_caption_warns_when_a_top_set_is_half_the_heads():
+    final = pl.DataFrame({"layer": [0, 1], "head": [0, 0], "top_k": [1, 1], "in_induction_top": [True, False],
+                          "in_fv_top": [True, False], "is_fv_head": [False, False]})
+    text = overlap_text(final)
+    assert "best 1 of 2 heads" in text and "share 1 (L0H0)" in text and "half the heads or more" in text
+    assert "No head is an FV head" in text
 
 
 def test_head_maps_nest_heads_and_bind_a_slider(toy_warehouse):
     path, _ = toy_warehouse
     steps = [0, 64, 4000]
-    scores = report_queries.head_map_scores(path, "toy-d64", steps)  # 4 layers × 8 heads
+    scores = queries.head_trajectories(path, "toy-d64", current=True).filter(pl.col("step").is_in(steps))
+    scores = scores.select("model", "step", "layer", "head", "induction", "fv")  # 4 layers × 8 heads
     spec = charts.chart_head_maps(scores).to_dict()
     (rows,) = _datasets(spec)
     assert len(rows) == len(steps) * 4  # one row per (step, layer): far below Altair's 5000
@@ -89,48 +110,60 @@ def test_head_maps_skip_a_missing_metric():
 
 def test_induction_vs_fv_states_the_overlap(toy_warehouse):
     path, _ = toy_warehouse
-    final = report_queries.final_head_scores(path, "toy-d16")
+    final = queries.head_trajectories(path, "toy-d16", current=True, min_top_heads=3)
+    final = final.filter(pl.col("step") == final["step"].max())
     both = final.filter(pl.col("in_induction_top") & pl.col("in_fv_top"))
+    assert f"best 3 of 8 heads by each score; they share {both.height}" in overlap_text(final)
     spec = charts.chart_induction_vs_fv(final).to_dict()
-    assert f"overlap {both.height} of 3" in spec["title"]["subtitle"]
     assert len(_datasets(spec)[0]) == 8
-    assert spec["encoding"]["color"]["field"] == "layer"
+    colour = spec["encoding"]["color"]
+    assert colour["field"] == "layer" and colour["type"] == "ordinal"  # 2 layers: one distinct colour each
 
 
-def test_dimensionality_correlations_match_numpy():
+def test_dimensionality_chart_states_the_views_correlations():
     d_head = [16, 32, 64, 128]
     values = [0.1, 0.3, 0.2, 0.6]
     strength = pl.DataFrame({"model": list("abcd"), "d_head": d_head, "metric": "fv", "statistic": "max",
-                             "value": values})
-    (row,) = charts.dimensionality_correlations(strength).rows(named=True)
-    assert row["n_models"] == 4
-    assert row["pearson"] == pytest.approx(np.corrcoef(d_head, values)[0, 1])
-    too_few = charts.dimensionality_correlations(strength.head(2))
-    assert too_few["pearson"].to_list() == [None]
-    spec = charts.chart_head_dimensionality(strength.with_columns(n_heads_total=8, final_step=10)).to_dict()
+                             "value": values, "n_heads_total": 8, "final_step": 10})
+    r = float(np.corrcoef(d_head, values)[0, 1])
+    correlations = pl.DataFrame({"metric": ["fv"], "statistic": ["max"], "n_models": [4], "pearson": [r]})
+    spec = charts.chart_head_dimensionality(strength, correlations).to_dict()
     subtitle = " ".join(spec["hconcat"][0]["title"]["subtitle"])
-    assert "n = 4 models" in subtitle and f"r = {np.corrcoef(d_head, values)[0, 1]:+.2f}" in subtitle
+    assert "n = 4 models" in subtitle and f"r = {r:+.2f}" in subtitle
+    undefined = correlations.with_columns(pl.lit(None, dtype=pl.Float64).alias("pearson"))
+    assert "r = undefined" in " ".join(charts.correlation_text(undefined))
 
 
 def test_phase_change_draws_only_present_panels():
     curves = pl.DataFrame({"model": "m", "step": [0, 1, 2], "metric": "max_induction", "value": [0.0, 0.3, 0.5]})
-    onsets = induction_onsets(curves, ["m"], 0.25)
-    spec = charts.chart_phase_change(curves, onsets, 0.25).to_dict()
+    emergence = pl.DataFrame({"model": ["m"], "induction_step": [1], "fv_step": [None]},
+                             schema_overrides={"fv_step": pl.Int64})
+    spec = charts.chart_phase_change(curves, emergence, final_step=2).to_dict()
     assert len(spec["vconcat"]) == 1
-    assert "≥ 0.25" in spec["title"]["subtitle"]
-    x = spec["vconcat"][0]["layer"][0]["encoding"]["x"]
+    layers = spec["vconcat"][0]["layer"]
+    assert len(layers) == 2  # the curve and one rule: an induction head appeared, no FV head
+    x = layers[0]["encoding"]["x"]
+    assert x["field"] == "step" and x["scale"].get("type") is None  # a short run: linear steps
+    long_run = charts.chart_phase_change(curves.with_columns(pl.col("step") * 70_000), emergence,
+                                         final_step=140_000).to_dict()
+    x = long_run["vconcat"][0]["layer"][0]["encoding"]["x"]
     assert x["field"] == "step_plus_one" and x["scale"]["type"] == "log"
-    with pytest.raises(ValueError, match="no loss, ICL token-loss or induction curves"):
-        charts.chart_phase_change(curves.filter(pl.col("metric") == "other"), onsets, 0.25)
+    assert x["axis"]["values"][:3] == [1, 10, 100]  # one labelled tick per power of ten
+    with pytest.raises(ValueError, match="no loss, ICL token-loss, induction or FV curves"):
+        charts.chart_phase_change(curves.filter(pl.col("metric") == "other"), emergence, final_step=2)
 
 
 def test_ablation_chart_encodes_ranking_and_exclusion(toy_warehouse):
-    curves = report_queries.ablation_curves(toy_warehouse[0])
+    curves = queries.ablation_curves(toy_warehouse[0])
     spec = charts.chart_ablations(curves).to_dict()
     assert spec["facet"]["field"] == "model"  # two models with ablations
     encoding = spec["spec"]["encoding"]
     assert encoding["color"]["field"] == "ranking" and encoding["strokeDash"]["field"] == "exclusion_label"
+    assert encoding["strokeDash"]["legend"]["symbolType"] == "stroke"  # the dash is visible in the legend
+    assert encoding["x"]["field"] == "n_ablated"  # at most 9 heads of 32: counted in heads
     assert len(_datasets(spec)[0]) == curves.height
+    many = curves.with_columns(pl.col("n_ablated") * 40)
+    assert charts.chart_ablations(many).to_dict()["spec"]["encoding"]["x"]["field"] == "fraction"
 
 
 def test_missing_notes_name_what_is_absent():
@@ -143,5 +176,5 @@ def test_missing_notes_name_what_is_absent():
 
 def test_report_config_lists_every_problem():
     with pytest.raises(ValueError, match="2 problem") as err:
-        ReportConfig(induction_threshold=0, max_map_steps=1)
-    assert "induction_threshold" in str(err.value) and "max_map_steps" in str(err.value)
+        ReportConfig(max_curve_points=10, max_map_steps=1)
+    assert "max_curve_points" in str(err.value) and "max_map_steps" in str(err.value)

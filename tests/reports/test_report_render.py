@@ -22,15 +22,18 @@ def test_report_writes_index_model_pages_and_across_models_page(toy_report: Path
     for model in toy_models:
         assert f'href="model-{model.name}.html"' in index
     assert "latest of 2" in index  # toy-d16 has a stale scoring setup
-    assert "first step with an induction head ≥ 0.25" in index
+    assert "<th>first induction head</th><th>first FV head</th>" in index
+    assert "scoring at least 0.25 (induction)" in index
+    assert "1 failed (steps 5000; their errors are in checkpoints.error)" in index  # toy-d16's failed step, named
 
 
 def test_pages_are_offline_and_state_the_threshold(toy_report: Path):
     page = (toy_report.parent / "model-toy-d16.html").read_text()
     assert not re.search(r"<script[^>]+src=", page)  # the JavaScript is inlined, not fetched
     assert "vegaEmbed" in page and "cdn.jsdelivr" not in page
-    assert "strongest induction head scores at least 0.25" in page
+    assert "scoring at least 0.25 (induction) or 0.001 (FV) and more than 3 standard errors above zero" in page
     assert "the most recently scored of 2 scoring setups" in page
+    assert "first induction head step" in page and "first FV head step" in page  # computed captions
     assert "No ablation results" not in page
     assert "No ablation results in this model" in (toy_report.parent / "model-toy-d32.html").read_text()
 
@@ -84,9 +87,9 @@ def test_empty_warehouse_gives_an_index_that_says_so(tmp_path: Path):
 
 def test_cli_renders_and_reports_bad_input(small_warehouse: Path, tmp_path: Path, capsys):
     out = tmp_path / "report"
-    assert main(["report", "--warehouse", str(small_warehouse), "--out", str(out), "--induction-threshold", "0.5"]) == 0
+    assert main(["report", "--warehouse", str(small_warehouse), "--out", str(out), "--induction-floor", "0.5"]) == 0
     assert capsys.readouterr().out.strip() == str(out / "index.html")
-    assert "scores at least 0.5" in (out / "model-small.html").read_text()
+    assert "scoring at least 0.5 (induction)" in (out / "model-small.html").read_text()
     assert main(["report", "--warehouse", str(small_warehouse), "--out", str(out)]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert main(["report", "--warehouse", str(tmp_path / "nope.duckdb"), "--out", str(tmp_path / "r2")]) == 2

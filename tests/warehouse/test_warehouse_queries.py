@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from warehouse import queries, writes
@@ -29,14 +30,15 @@ TRAIN_LOSS = {0: 10.8, 10: 7.5, 100: 5.0, 1000: 3.2}
 
 
 def _write_model(path: Path, model: str, d_head: int, induction: dict, fv: dict, head_rows, metric_rows=None,
-                 losses: dict | None = None) -> None:
+                 losses: dict | None = None, stderr: float | None = 0.001) -> None:
     n_layers, n_heads = len(induction[next(iter(induction))]), len(induction[next(iter(induction))][0])
     writes.upsert_model(path, model, "gpt_neox", "local", n_layers=n_layers, n_heads=n_heads,
                         d_model=d_head * n_heads, d_head=d_head)
     for step in induction:
         metrics = metric_rows(model, step, "s", {"train_loss": losses[step]}) if losses else None
         writes.write_checkpoint(path, {"model": model, "step": step, "settings_hash": "s", "tokens": step * 100},
-                                head_rows(model, step, "s", {"induction": induction[step], "fv": fv[step]}),
+                                head_rows(model, step, "s", {"induction": induction[step], "fv": fv[step]},
+                                          stderr=stderr),
                                 checkpoint_metrics=metrics)
 
 
@@ -125,6 +127,37 @@ def test_the_views_agree_with_the_helpers_and_a_flat_model_has_no_transition(toy
     assert view.rows() == [("toy", 1, 2)]
     macro = queries.query(toy_warehouse, "SELECT count(*) AS n FROM head_trajectories(top_fraction := 0.5)")
     assert macro["n"].item() == 4 * 8 + 2 * 2
+
+
+def test_a_top_ranked_fv_head_that_is_not_significant_is_no_transition(warehouse_path, head_rows):
+    """Head (1, 2) is the top FV head at the final step with 0.09, but its standard error is 0.05: 1.8 standard
+    errors, short of the default 3, so no transition is claimed until the rule is loosened to z = 1."""
+    _write_model(warehouse_path, "toy", 8, TOY_INDUCTION, TOY_FV, head_rows, stderr=None)
+    grids = {step: {m: [[0.001] * 4, [0.001] * 4] for m in ("induction", "fv")} for step in TOY_INDUCTION}
+    grids[1000]["fv"][1][2] = 0.05
+    for step in TOY_INDUCTION:
+        writes.write_checkpoint(warehouse_path, {"model": "toy", "step": step, "settings_hash": "s", "tokens": step * 100},
+                                head_rows("toy", step, "s", {"induction": TOY_INDUCTION[step], "fv": TOY_FV[step]},
+                                          stderr=grids[step]))
+    assert queries.induction_to_fv_transitions(warehouse_path).is_empty()
+    membership = queries.head_set_membership(warehouse_path).filter((pl.col("layer") == 1) & (pl.col("head") == 2))
+    assert membership.select("final_fv_top", "final_fv_head", "induction_head_before_final").row(0) == (True, False, True)
+    assert queries.induction_to_fv_transitions(warehouse_path, z=1).select("layer", "head").rows() == [(1, 2)]
+    # significant but below the floor: no FV head either
+    assert queries.induction_to_fv_transitions(warehouse_path, z=1, fv_floor=0.1).is_empty()
+    # scores without a standard error are never significant, unless significance is switched off (z = 0)
+    _write_model(warehouse_path, "bare", 8, TOY_INDUCTION, TOY_FV, head_rows, stderr=None)
+    assert queries.induction_to_fv_transitions(warehouse_path, "bare").is_empty()
+    assert queries.induction_to_fv_transitions(warehouse_path, "bare", z=0).select("layer", "head").rows() == [(1, 2)]
+
+
+def test_mechanism_emergence_names_the_first_step_of_each_kind(toy_warehouse):
+    frame = queries.mechanism_emergence(toy_warehouse, "toy")
+    # induction head: (0, 1) at step 0 scores 0.5 ≥ 0.25; FV head: (0, 0) at step 0 is top with 0.05
+    assert frame.select("induction_step", "fv_step", "emergence_order").row(0) == (0, 0, "same step")
+    later = queries.mechanism_emergence(toy_warehouse, "toy", fv_floor=0.07)
+    assert later.select("induction_step", "fv_step", "emergence_order").row(0) == (0, 100, "induction first")
+    assert queries.mechanism_emergence(toy_warehouse, "toy", fv_floor=0.5)["fv_step"].to_list() == [None]
 
 
 def test_top_k_rounds_the_way_the_paper_counts(warehouse_path, head_rows):

@@ -16,13 +16,15 @@ import torch
 
 from dynamics.provenance import Provenance
 from dynamics.rows import HEAD_METRICS, checkpoint_metric_rows, head_score_rows, head_task_score_rows
+from dynamics.scorers.estimates import HeadScores
 from warehouse import db, queries, writes
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = {"schema_version", "runs", "models", "checkpoints", "head_scores", "head_task_scores",
           "checkpoint_metrics", "prompts", "ablations"}
-VIEWS = {"final_steps", "head_trajectories", "head_set_membership", "induction_to_fv_transitions",
-         "head_strength", "head_dimensionality", "head_dimensionality_correlations", "phase_change"}
+VIEWS = {"final_steps", "current_setups", "head_trajectories", "head_set_membership", "induction_to_fv_transitions",
+         "mechanism_emergence", "head_strength", "head_dimensionality", "head_dimensionality_correlations",
+         "phase_change", "metric_inventory", "ablation_curves", "final_top_head_trajectories", "scored_models"}
 
 
 def _objects(path: Path) -> dict[str, str]:
@@ -46,6 +48,23 @@ def test_schema_applies_to_a_new_file_and_reapplies_when_the_scripts_change(ware
     assert queries.query(warehouse_path, "SELECT version FROM schema_version")["version"].to_list() == [db.SCHEMA_VERSION]
 
 
+def test_a_reader_upgrades_a_warehouse_written_by_the_previous_version(warehouse_path):
+    """Version 1 had no standard errors: the first read adds the columns and today's views, keeping the rows."""
+    with db.connect_write(warehouse_path) as con:
+        con.execute("INSERT INTO head_scores (model, step, settings_hash, layer, head, metric, value) "
+                    "VALUES ('m', 0, 's', 0, 0, 'induction', 0.5)")
+    con = duckdb.connect(str(warehouse_path))
+    con.execute("DROP VIEW final_top_head_trajectories; DROP MACRO TABLE final_top_head_trajectories")
+    for table in ("head_scores", "head_task_scores"):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN stderr")
+    con.execute("DELETE FROM schema_version; INSERT INTO schema_version (version, sql_sha256) VALUES (1, 'v1')")
+    con.close()
+    rows = queries.query(warehouse_path, "SELECT value, stderr FROM head_scores")
+    assert rows.rows() == [(0.5, None)]
+    assert queries.final_top_head_trajectories(warehouse_path).is_empty()  # the new macro is there
+    assert queries.query(warehouse_path, "SELECT max(version) AS v FROM schema_version")["v"].item() == db.SCHEMA_VERSION
+
+
 def test_schema_file_inserts_the_version_the_package_reads():
     text = (REPO / "warehouse" / "schema.sql").read_text()
     assert re.search(r"INSERT INTO schema_version \(version\) VALUES \((\d+)\)", text).group(1) == str(db.SCHEMA_VERSION)
@@ -56,8 +75,10 @@ def test_rows_from_dynamics_fit_the_tables(warehouse_path):
                             attn_implementation="eager", settings={"seed": 1}, code_version="t")
     scores = {metric: torch.arange(6, dtype=torch.float32).reshape(2, 3) for metric in HEAD_METRICS}
     scores["fv"][1, 2] = float("nan")
-    heads = head_score_rows(scores, provenance)
-    tasks = head_task_score_rows({"antonym": {"fv": torch.ones(2, 3)}}, provenance)
+    stderr = {metric: torch.full((2, 3), 0.5) for metric in HEAD_METRICS}
+    stderr["induction"][0, 0] = float("nan")  # undefined (one sample): stored as null
+    heads = head_score_rows(HeadScores(scores, stderr), provenance)
+    tasks = head_task_score_rows({"antonym": HeadScores({"fv": torch.ones(2, 3)}, {"fv": torch.ones(2, 3)})}, provenance)
     metrics = checkpoint_metric_rows({"icl_token_loss": 0.25, "train_loss": float("inf")}, provenance)
     checkpoint = {"model": "tiny", "step": 5, "settings_hash": provenance.settings_hash, "settings": provenance.settings}
     writes.write_checkpoint(warehouse_path, checkpoint, heads, tasks, metrics)
@@ -69,6 +90,8 @@ def test_rows_from_dynamics_fit_the_tables(warehouse_path):
     stored = queries.query(warehouse_path, "SELECT value, flag, revision, attn_impl FROM head_scores "
                                            "WHERE metric = 'fv' AND layer = 1 AND head = 2")
     assert stored.row(0) == (None, "non_finite", "step5", "eager")
+    errors = queries.query(warehouse_path, "SELECT metric, layer, head, stderr FROM head_scores WHERE stderr IS NULL")
+    assert errors.rows() == [("induction", 0, 0, None)]
     assert queries.query(warehouse_path, "SELECT value FROM checkpoint_metrics WHERE metric = 'icl_token_loss'").item() == 0.25
 
 

@@ -95,7 +95,7 @@ try:
     writes.write_checkpoint(path, {"model": "m", "step": 2, "settings_hash": "s"}, frame)
     print("written")
 except OSError as err:
-    print(type(err).__name__, err)
+    print("OSError", err)
 """
 
 
