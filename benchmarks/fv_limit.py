@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from benchmarks.fv_scoring import DTYPES, prompt_subset, task_tokenizer, timed
-from benchmarks.random_models import NeoxShape, build_random_model
+from benchmarks.random_models import add_shape_arguments, build_random_model, shape_from_arguments
 from dynamics.adapters import LoadedModel
 from dynamics.scorers.function_vectors import (
     FunctionVectorConfig,
@@ -135,11 +135,7 @@ def describe_work(work: FvWork, throughput: Throughput, limit_s: float) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", help="a catalogue model whose shape to use, e.g. pythia-410m")
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--d-model", type=int, default=192)
-    parser.add_argument("--vocab", type=int, default=50_304)
+    add_shape_arguments(parser, layers=12, heads=12, d_model=192, vocab=50_304)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--tasks", type=int, default=4, help="built-in tasks to use")
@@ -160,8 +156,7 @@ def main() -> None:
     args = parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    shape = (NeoxShape.from_catalogue(args.shape) if args.shape
-             else NeoxShape("gpt_neox", args.layers, args.heads, args.d_model, args.vocab))
+    shape = shape_from_arguments(args)
     tasks = builtin_tasks()
     names = sorted(tasks)[: args.tasks]
     tokenizer = task_tokenizer(tasks, args.tokenizer_vocab)

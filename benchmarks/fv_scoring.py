@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import torch
 
-from benchmarks.random_models import NeoxShape, build_random_model
+from benchmarks.random_models import add_shape_arguments, build_random_model, shape_from_arguments
 from dynamics.adapters import LoadedModel, load_model
 from dynamics.scorers.function_vectors import (
     FunctionVectorConfig,
@@ -44,12 +44,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("model (one of --shape, --checkpoint, or the explicit shape flags)")
-    model.add_argument("--shape", help="a catalogue model whose shape to use with random weights, e.g. pythia-410m")
     model.add_argument("--checkpoint", type=Path, help="a save_pretrained folder (its tokenizer is used if present)")
-    model.add_argument("--layers", type=int, default=12)
-    model.add_argument("--heads", type=int, default=12)
-    model.add_argument("--d-model", type=int, default=192)
-    model.add_argument("--vocab", type=int, default=50_304)
+    add_shape_arguments(model, layers=12, heads=12, d_model=192, vocab=50_304)
     model.add_argument("--init-range", type=float, default=0.02,
                        help="std of the random weights; larger values give larger, easier-to-compare effects")
     parser.add_argument("--device", default="cpu")
@@ -67,10 +63,7 @@ def parse_args() -> argparse.Namespace:
 def build_model(args: argparse.Namespace) -> tuple[LoadedModel, str]:
     if args.checkpoint is not None:
         return load_model(args.checkpoint, dtype=DTYPES[args.dtype], device=args.device), str(args.checkpoint)
-    if args.shape is not None:
-        shape = NeoxShape.from_catalogue(args.shape)
-    else:
-        shape = NeoxShape("gpt_neox", args.layers, args.heads, args.d_model, args.vocab)
+    shape = shape_from_arguments(args)
     model = build_random_model(shape, args.device, DTYPES[args.dtype], init_range=args.init_range)
     return model, f"random-weight {args.shape or 'gpt_neox'} (init std {args.init_range})"
 

@@ -44,6 +44,22 @@ class NeoxShape:
         return f"{self.label} ({self.n_layers} layers × {self.n_heads} heads, d_model {self.d_model}, vocab {self.vocab_size})"
 
 
+def add_shape_arguments(group, layers: int, heads: int, d_model: int, vocab: int) -> None:
+    """--shape (a catalogue model) or --layers/--heads/--d-model/--vocab, with these defaults."""
+    group.add_argument("--shape", help="a catalogue model whose shape to use with random weights, e.g. pythia-410m")
+    group.add_argument("--layers", type=int, default=layers)
+    group.add_argument("--heads", type=int, default=heads)
+    group.add_argument("--d-model", type=int, default=d_model)
+    group.add_argument("--vocab", type=int, default=vocab)
+
+
+def shape_from_arguments(args) -> NeoxShape:
+    """The shape `add_shape_arguments` options name."""
+    if args.shape:
+        return NeoxShape.from_catalogue(args.shape)
+    return NeoxShape("gpt_neox", args.layers, args.heads, args.d_model, args.vocab)
+
+
 def neox_config(shape: NeoxShape, init_range: float = 0.02, bos_id: int = 0) -> GPTNeoXConfig:
     return GPTNeoXConfig(
         hidden_size=shape.d_model, num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads,

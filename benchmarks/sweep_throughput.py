@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.random_models import add_shape_arguments, shape_from_arguments
 from dynamics.checkpoint_scorer import ScoringConfig
 from dynamics.scorers.function_vectors import FunctionVectorConfig
 from dynamics.scorers.induction import InductionConfig
-from dynamics.sources.catalogue import pythia_model
 from jobs.sweep.plan import WorkItem
 from jobs.sweep.targets import ModelTarget, with_fingerprints
 from jobs.sweep.worker import ScoringWorker
@@ -80,20 +80,14 @@ def report(name: str, rows: list[dict]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", help="a catalogue model whose shape to use, e.g. pythia-410m")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--d-model", type=int, default=128)
-    parser.add_argument("--vocab", type=int, default=512)
+    add_shape_arguments(parser, layers=4, heads=4, d_model=128, vocab=512)
     parser.add_argument("--checkpoints", type=int, default=6)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fv-prompts", type=int, default=8, help="clean and corrupted FV prompts per task")
     parser.add_argument("--induction-sequences", type=int, default=100)
     args = parser.parse_args()
-    layers, heads, d_model, vocab = args.layers, args.heads, args.d_model, args.vocab
-    if args.shape:
-        spec = pythia_model(args.shape)
-        layers, heads, d_model, vocab = spec.n_layers, spec.n_heads, spec.d_model, spec.vocab_rows
+    shape = shape_from_arguments(args)
+    layers, heads, d_model, vocab = shape.n_layers, shape.n_heads, shape.d_model, shape.vocab_size
     scoring = ScoringConfig(
         induction=InductionConfig(n_sequences=args.induction_sequences),
         function_vectors=FunctionVectorConfig(n_clean=args.fv_prompts, n_corrupted=args.fv_prompts),
