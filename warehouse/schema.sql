@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS runs (
     device            VARCHAR,                 -- e.g. 'cuda:NVIDIA H100 80GB HBM3' or 'cpu'
     dtype             VARCHAR,
     host              VARCHAR,
-    command           VARCHAR                  -- the command line that started the run
+    command           VARCHAR,                 -- the command line that started the run
+    status            VARCHAR CHECK (status IS NULL OR status IN ('running', 'finished', 'failed', 'interrupted')),
+    error             VARCHAR                  -- why a run that did not finish ended
 );
 
 -- One row per model (a Hub repo id or a local suite name).
@@ -43,7 +45,9 @@ CREATE TABLE IF NOT EXISTS models (
     n_params     BIGINT,
     vocab_size   INTEGER,
     config       JSON,                         -- the model's own config, as loaded
-    updated_at   TIMESTAMP NOT NULL DEFAULT current_timestamp
+    updated_at   TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    suite        VARCHAR,                      -- the configuration several seeds of a run share (NULL: none)
+    seed         INTEGER                       -- this model's training seed within its suite
 );
 
 -- One row per scored (or attempted) checkpoint. status 'ok' <=> all of its score rows are present:
@@ -174,8 +178,13 @@ CREATE TABLE IF NOT EXISTS ablations (
     CHECK ((value IS NULL) = (flag IS NOT NULL))
 );
 
--- Version 2: standard errors beside head scores (NULL in rows scored before).
+-- Version 2: standard errors beside head scores (NULL in rows scored before), how each run ended, and
+-- the suite and seed of a model.
 ALTER TABLE head_scores ADD COLUMN IF NOT EXISTS stderr DOUBLE;
 ALTER TABLE head_task_scores ADD COLUMN IF NOT EXISTS stderr DOUBLE;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS status VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS error VARCHAR;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS suite VARCHAR;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS seed INTEGER;
 
 INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;

@@ -174,7 +174,7 @@ def start_run(
     """
     run_id = run_id or f"{_utc_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     row = {
-        "run_id": run_id, "started_at": _utc_now(), "finished_at": None,
+        "run_id": run_id, "started_at": _utc_now(), "finished_at": None, "status": "running",
         "config": _to_json(config), "code_version": code_version,
         "library_versions": _to_json(library_versions if library_versions is not None else installed_versions()),
         "device": device, "dtype": dtype, "host": host, "command": command,
@@ -188,7 +188,7 @@ def finish_run(path: str | Path, run_id: str, lock_timeout_s: float = LOCK_TIMEO
     """Stamp a run's finished_at."""
     with connect_write(path, lock_timeout_s) as con, _transaction(con, Path(path)):
         updated = con.execute(
-            "UPDATE runs SET finished_at = ? WHERE run_id = ? RETURNING run_id", [_utc_now(), run_id]
+            "UPDATE runs SET finished_at = ?, status = 'finished' WHERE run_id = ? RETURNING run_id", [_utc_now(), run_id]
         ).fetchall()
     if not updated:
         raise UnknownNameError(f"no run {run_id!r} in {path}; start it with start_run first")
