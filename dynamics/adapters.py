@@ -75,25 +75,87 @@ FAMILIES: dict[str, Family] = {
         position_embedding="transformer.wpe",
         o_proj_is_conv1d=True,
     ),
-    "llama": Family(
-        name="llama",
-        blocks="model.layers",
-        attention="self_attn",
-        o_proj="o_proj",
-        final_norm="model.norm",
-        rotary="model.rotary_emb",
-        position_embedding=None,
-    ),
+    # Llama and the families that keep its module names (checked in transformers 5.24's modeling_olmo.py,
+    # modeling_olmo2.py, modeling_qwen2.py, modeling_mistral.py: model.layers[i].self_attn.o_proj, model.norm,
+    # model.rotary_emb(hidden, position_ids), attention kwargs passed through to the attention function).
+    # What differs stays inside their attention modules, which the scorers never reimplement: OLMo's
+    # clip_qkv, OLMo 2's q_norm/k_norm and post-norms, Qwen2's q/k/v biases, Mistral's sliding window
+    # (`LoadedModel.n_ctx` keeps every sequence inside it). Not OLMo 3: its rotary module takes a layer type.
+    **{
+        model_type: Family(
+            name=model_type,
+            blocks="model.layers",
+            attention="self_attn",
+            o_proj="o_proj",
+            final_norm="model.norm",
+            rotary="model.rotary_emb",
+            position_embedding=None,
+        )
+        for model_type in ("llama", "olmo", "olmo2", "qwen2", "mistral")
+    },
 }
+
+
+# OlmoLayerNorm has no parameters and no eps attribute: its forward hard-codes 1e-5 (transformers 5.24,
+# models/olmo/modeling_olmo.py).
+OLMO_LAYER_NORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class NormRule:
+    """What a norm module computes: γ ⊙ P(x) / sqrt(mean(P(x)²) + eps), plus a bias; P subtracts the mean
+    (LayerNorm) or is the identity (RMSNorm)."""
+
+    centres: bool
+    eps: float
+    weight: Tensor | None  # γ; None for a norm without a gain (OLMo's)
+
+
+def norm_rule(norm: nn.Module) -> NormRule:
+    """The `NormRule` of the families' norm modules: LayerNorm (GPT-2, GPT-NeoX), RMSNorm (Llama, OLMo 2,
+    Qwen2, Mistral), OLMo's LayerNorm without affine parameters."""
+    if isinstance(norm, nn.LayerNorm):
+        return NormRule(True, norm.eps, norm.weight)
+    if hasattr(norm, "variance_epsilon"):
+        return NormRule(False, norm.variance_epsilon, norm.weight)
+    if hasattr(norm, "normalized_shape") and next(norm.parameters(), None) is None:
+        return NormRule(True, OLMO_LAYER_NORM_EPS, None)
+    raise InputError(f"norm module {type(norm).__name__} is neither a LayerNorm nor an RMSNorm that "
+                     "dynamics.adapters.norm_rule knows")
 
 
 def family_of(model: nn.Module) -> Family:
     model_type = model.config.model_type
     if model_type not in FAMILIES:
-        raise InputError(
-            f"model type {model_type!r} has no adapter; supported: {', '.join(sorted(FAMILIES))}"
-        )
+        raise InputError(_no_adapter(model_type))
     return FAMILIES[model_type]
+
+
+def check_architecture(config_path: Path, model_id: str) -> str:
+    """The model type a checkpoint's config.json names; a one-line InputError when no adapter knows it.
+
+    Read before any weights are fetched, so an unsupported model fails in seconds, not after a download.
+    """
+    try:
+        model_type = json.loads(Path(config_path).read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise InputError(f"{config_path} of {model_id} is not a valid config.json ({err})") from err
+    if model_type not in FAMILIES:
+        raise InputError(f"{model_id}: {_no_adapter(model_type)} (from {config_path.name})")
+    return model_type
+
+
+def context_length(config) -> int:
+    """The longest sequence the scorers feed a model with this transformers config: the position limit, or the
+    sliding attention window when the model has one (the fast FV path attends to the whole prefix, which is
+    exact only inside it). Known from config.json alone, so a sweep checks prompt lengths before loading weights."""
+    positions = int(getattr(config, "max_position_embeddings", None) or config.n_positions)
+    window = getattr(config, "sliding_window", None)
+    return min(positions, int(window)) if window else positions
+
+
+def _no_adapter(model_type: str | None) -> str:
+    return f"model type {model_type!r} has no adapter; supported: {', '.join(sorted(FAMILIES))}"
 
 
 @dataclass
@@ -127,11 +189,13 @@ class LoadedModel:
 
     @property
     def d_head(self) -> int:
-        return self.d_model // self.n_heads
+        # Mistral, Qwen2 and Llama configs may set head_dim apart from d_model / n_heads
+        return getattr(self.config, "head_dim", None) or self.d_model // self.n_heads
 
     @property
     def n_ctx(self) -> int:
-        return int(getattr(self.config, "max_position_embeddings", None) or self.config.n_positions)
+        """The longest sequence the scorers feed (`context_length` of the model's config)."""
+        return context_length(self.config)
 
     @property
     def vocab_size(self) -> int:

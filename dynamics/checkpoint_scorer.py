@@ -75,29 +75,38 @@ class ScoringConfig:
 
 
 def scoring_settings(config: ScoringConfig, tasks: Mapping[str, IclTask] | None = None, *, tasks_source: str,
-                     tasks_sha: str | None = None, task_names: tuple[str, ...] | None = None,
-                     heldout: dict | None = None, ablation_steps: tuple[int, ...] = ()) -> dict:
+                     tasks_sha: str | None = None, templates: tuple[dict, ...] | None = None,
+                     task_names: tuple[str, ...] | None = None, heldout: dict | None = None,
+                     ablation_steps: tuple[int, ...] = ()) -> dict:
     """Everything that changes a stored score; its hash keys the rows (docs/methods.md, "Settings hash").
 
     Args:
-        tasks, tasks_sha: the tasks scored, or their `tasks_fingerprint` when already known.
+        tasks, tasks_sha, templates: the tasks scored, or their `tasks_fingerprint` and `task_templates` when
+            already known.
         tasks_source: the task folder, or 'builtin' / 'in-memory'.
         heldout: what identifies the held-out rows of the token-loss score (None: not scored).
         ablation_steps: the checkpoints that also get the ablation grid.
     """
     sha = tasks_sha if tasks_sha is not None else tasks_fingerprint(tasks)
+    templates = templates if templates is not None else task_templates(tasks)
     return {
         **config.settings(),
-        "tasks": {"source": tasks_source, "names": task_names, "sha": sha},
+        "tasks": {"source": tasks_source, "names": task_names, "sha": sha, "templates": list(templates)},
         "heldout": heldout,
         "ablation_steps": list(ablation_steps),
     }
 
 
+def task_templates(tasks: Mapping[str, IclTask]) -> tuple[dict, ...]:
+    """The distinct prompt templates of a task set, as dicts (a task set usually has one)."""
+    distinct = {json.dumps(asdict(task.template), sort_keys=True) for task in tasks.values()}
+    return tuple(json.loads(text) for text in sorted(distinct))
+
+
 def tasks_fingerprint(tasks: Mapping[str, IclTask]) -> str:
-    """Hash of the tasks' names and pools, so changed task files give a new settings hash."""
-    blob = json.dumps({name: [task.train, task.valid] for name, task in sorted(tasks.items())}).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    """Hash of the tasks' names, pools and templates, so changed task files give a new settings hash."""
+    content = {name: [task.train, task.valid, asdict(task.template)] for name, task in sorted(tasks.items())}
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
 
 
 def prompt_rows(prompt_set: PromptSet) -> pl.DataFrame:
@@ -177,14 +186,14 @@ class CheckpointScorer:
         """
         induction = score_induction(model, self.probe, self.config.induction)
         head_rows = [head_score_rows(induction, provenance)]
-        head = dict(induction.values)
+        head, head_stderr = dict(induction.values), dict(induction.stderr)
         task_rows = head_task_score_rows({}, provenance)
         prompts = pl.DataFrame()
         means = None
         if self.prompt_set is not None:
             self.prompt_set.check_fits(model.n_ctx)
             fv = score_function_vector_heads(model, self.prompt_set, self.config.function_vectors)
-            head["fv"], means = fv.fv, fv.means
+            head["fv"], head_stderr["fv"], means = fv.fv, fv.stderr, fv.means
             # FV falls back to fp32 when bf16 gives non-finite scores: its rows say which precision they used
             fv_provenance = replace(provenance, dtype=str(fv.dtype).removeprefix("torch."))
             head_rows.append(head_score_rows(HeadScores({"fv": fv.fv}, {"fv": fv.stderr}), fv_provenance))
@@ -201,7 +210,7 @@ class CheckpointScorer:
         ablations = pl.DataFrame()
         if self.icl_inputs is not None:
             icl_config = self.config.icl if ablate else replace(self.config.icl, ablation=None, function_vector_execution=None)
-            icl = run_icl_experiments(model, self.icl_inputs, head, means, provenance, icl_config)
+            icl = run_icl_experiments(model, self.icl_inputs, head, means, provenance, icl_config, head_stderr)
             metric_rows = pl.concat([metric_rows, icl.checkpoint_metrics])
             ablations = icl.ablations
         return ScoredCheckpoint(

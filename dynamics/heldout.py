@@ -21,7 +21,11 @@ TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 
 def check_heldout_file(path: Path, row_tokens: int) -> None:
-    """Fail early, before any scoring, on a held-out file that cannot serve rows of `row_tokens`."""
+    """Fail early, before any scoring, on a held-out file that cannot serve rows of `row_tokens`: missing, of
+    another kind, unreadable (not UTF-8, not Parquet), without a 'text' field, or with no text at all.
+
+    Whether the text is long enough depends on the tokenizer: `load_heldout_tokens` checks that.
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"held-out text {path} does not exist; pass a .txt, .jsonl or .parquet file")
@@ -30,6 +34,8 @@ def check_heldout_file(path: Path, row_tokens: int) -> None:
     elif path.suffix not in TEXT_SUFFIXES:
         raise InputError(f"held-out file {path} has suffix {path.suffix!r}; "
                          f"use one of {', '.join(TEXT_SUFFIXES)} or .safetensors")
+    elif not any(document.strip() for document in _read_documents(path)):
+        raise InputError(f"held-out text {path} holds no text; pass a file with at least a few thousand words")
 
 
 def load_heldout_tokens(path: Path, tokenizer, row_tokens: int, max_rows: int = 1000) -> Tensor:
@@ -39,14 +45,18 @@ def load_heldout_tokens(path: Path, tokenizer, row_tokens: int, max_rows: int = 
     if path.suffix == ".safetensors":
         rows = _token_rows(path, row_tokens)
     else:
-        rows = _rows_from_documents(_read_documents(path), tokenizer, row_tokens, max_rows)
+        rows = _rows_from_documents(_read_documents(path), tokenizer, row_tokens, max_rows, path)
     return rows[:max_rows, :row_tokens].long()
 
 
 def _token_rows(path: Path, row_tokens: int) -> Tensor:
     from safetensors.torch import load_file
 
-    rows = load_file(path).get("tokens")
+    try:
+        rows = load_file(path).get("tokens")
+    except Exception as err:  # safetensors raises its own SafetensorError for a file that is not one
+        raise InputError(f"held-out file {path} is not a readable safetensors file ({err}); save token rows with "
+                         "safetensors.torch.save_file") from err
     if rows is None or rows.ndim != 2:
         raise InputError(f"{path} has no 2-d 'tokens' tensor; save token rows under the key 'tokens'")
     if rows.shape[1] < row_tokens:
@@ -58,27 +68,44 @@ def _token_rows(path: Path, row_tokens: int) -> Tensor:
 
 
 def _read_documents(path: Path) -> list[str]:
-    if path.suffix == ".txt":
-        return [path.read_text(encoding="utf-8", errors="replace")]
     if path.suffix == ".parquet":
-        import polars as pl
-
-        frame = pl.read_parquet(path)
-        if "text" not in frame.columns:
-            raise InputError(f"{path} has no 'text' column (columns: {', '.join(frame.columns)})")
-        return [t for t in frame["text"].to_list() if t]
+        return _parquet_documents(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"held-out text {path} is not UTF-8 text ({err.reason} at byte {err.start}); pass a UTF-8 "
+                         f"{path.suffix} file") from err
+    if path.suffix == ".txt":
+        return [text]
     documents = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            documents.append(str(json.loads(line)["text"]))
+            value = json.loads(line)["text"]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise InputError(f"{path} line {number} is not a JSON object with a 'text' field ({err})") from err
+        if not isinstance(value, str):
+            raise InputError(f"{path} line {number}: 'text' is {json.dumps(value)[:40]}, not a string")
+        documents.append(value)
     return documents
 
 
-def _rows_from_documents(documents: list[str], tokenizer, row_tokens: int, max_rows: int) -> Tensor:
+def _parquet_documents(path: Path) -> list[str]:
+    import polars as pl
+
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as err:  # polars raises its own error types for a file that is not Parquet
+        raise InputError(f"held-out file {path} is not a readable Parquet file ({str(err).splitlines()[0]})") from err
+    if "text" not in frame.columns:
+        raise InputError(f"{path} has no 'text' column (columns: {', '.join(frame.columns)})")
+    if frame.schema["text"] != pl.Utf8:
+        raise InputError(f"{path}: column 'text' holds {frame.schema['text']}, not strings")
+    return [t for t in frame["text"].to_list() if t]
+
+
+def _rows_from_documents(documents: list[str], tokenizer, row_tokens: int, max_rows: int, path: Path) -> Tensor:
     bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     body = row_tokens - 1  # every row starts with BOS
     ids: list[int] = []
@@ -88,6 +115,7 @@ def _rows_from_documents(documents: list[str], tokenizer, row_tokens: int, max_r
             break
     n_rows = min(max_rows, len(ids) // body)
     if n_rows == 0:
-        raise InputError(f"held-out text has {len(ids)} tokens, fewer than one row of {row_tokens}; pass more text")
+        raise InputError(f"held-out text {path} has {len(ids)} tokens, fewer than one row of {row_tokens}; pass more "
+                         "text (or lower --token-loss-positions)")
     chunks = torch.tensor(ids[: n_rows * body], dtype=torch.long).view(n_rows, body)
     return torch.cat([torch.full((n_rows, 1), bos_id, dtype=torch.long), chunks], dim=1)

@@ -1,14 +1,17 @@
 """The `dynamics` command: one subcommand per module in `jobs/`, each with `add_arguments` and `run`.
 
 Bad input surfaces as a one-line `error: …` on stderr and exit status 2; nothing is printed on success
-that a script would have to strip.
+that a script would have to strip. Ctrl-C and SIGTERM (what `timeout`, Slurm and Kubernetes send) both end
+a command as an interruption: `interrupted` on stderr, exit status 130 or 143 (128 + the signal).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from dynamics.errors import UserError
 
@@ -22,6 +25,7 @@ COMMANDS = {
     "sweep": ("jobs.sweep_checkpoints",
               "Score every checkpoint of one or more models into a DuckDB warehouse (Ray actors, resumable)."),
     "sql": ("jobs.sql", "Query a warehouse with SQL (tables, views such as head_trajectories); no SQL opens a shell."),
+    "export": ("jobs.export", "Write warehouse tables, views or a query result to Parquet or CSV files."),
     "report": ("jobs.report", "Render the HTML report of a warehouse: phase change, head maps, trajectories, "
                "ablations (works offline)."),
 }
@@ -51,8 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(args.run, args)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, like Ctrl-C's KeyboardInterrupt, so the same cleanup runs."""
+
+
 def run_command(run, args: argparse.Namespace) -> int:
     """Run a subcommand, turning user errors into one line on stderr and exit status 2."""
+    terminated = []
+
+    def on_sigterm(signum: int, frame) -> None:
+        terminated.append(signum)  # Ray's blocking calls turn any exception a handler raises into a KeyboardInterrupt
+        raise Terminated(signal.Signals(signum).name)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
     try:
         return int(run(args) or 0)
     except UserError as err:  # the project's own: bad input or environment; anything else is a bug and shows its traceback
@@ -60,7 +76,10 @@ def run_command(run, args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        if previous is not None:  # a caller's own handler (a test runner, a notebook) comes back
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         rows.write_parquet(args.out)
     print(f"{target.model_id} {args.revision} ({result.scored.dtype}, weights sha256 {result.checkpoint['weights_sha256'][:12]})")
-    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_type=True, float_precision=4):
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, float_precision=4):
         print(layer_summary(rows))
     for name, value in sorted(_metrics(result.scored.checkpoint_metrics).items()):
         print(f"{name}: {value:.4f}")

@@ -1,7 +1,9 @@
 """`dynamics sql`: run SQL against a warehouse and print the result, or open an interactive SQL shell.
 
 Every statement opens the warehouse read-only and closes it again, so a shell left open never blocks
-a running sweep (docs/warehouse.md, "Concurrency: one writer or many readers, never both").
+a running sweep (docs/warehouse.md, "Concurrency: one writer or many readers, never both"). The connection
+reaches no other file (no ATTACH, COPY, EXPORT, read_csv; `warehouse.db.READ_ONLY_CONFIG`); `dynamics export`
+writes tables and results to files.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TextIO
 import polars as pl
 
 from dynamics.errors import MissingInputError
+from warehouse.db import check_intact
 from warehouse.queries import query
 
 _SHELL_HELP = """Statements end with ';'. Helpers: .tables  .schema [NAME]  .help  .quit
@@ -25,7 +28,8 @@ _PROMPT, _CONTINUE = "dynamics> ", "     ...> "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sql", nargs="?", help="one SQL statement; omit it for an interactive shell")
+    parser.add_argument("sql", nargs="?", help="one SQL statement, read-only (files other than the warehouse are out of "
+                        "reach: `dynamics export` writes them); omit it for an interactive shell")
     parser.add_argument("--warehouse", required=True, type=Path, help="the warehouse .duckdb file")
     parser.add_argument("--format", choices=("table", "csv"), default="table",
                         help="aligned text table (default) or CSV with a header")
@@ -36,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise MissingInputError(
             f"no warehouse at {args.warehouse}; check --warehouse or create it with `dynamics sweep`"
         )
+    check_intact(args.warehouse)
     if args.sql is not None:
         print(render(query(args.warehouse, args.sql), args.format), end="")
         return 0
@@ -44,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 def render(frame: pl.DataFrame, fmt: str) -> str:
     """The frame as CSV with a header, or as a text table with aligned columns and a row count."""
-    frame = _flatten(frame)
+    frame = flatten_nested(frame)
     if fmt == "csv":
         return frame.write_csv()
     return format_table(frame)
@@ -115,7 +120,7 @@ def _print_result(path: Path, sql: str, fmt: str, stdout: TextIO, params: list |
     print(text, end="", file=stdout, flush=True)
 
 
-def _flatten(frame: pl.DataFrame) -> pl.DataFrame:
+def flatten_nested(frame: pl.DataFrame) -> pl.DataFrame:
     """Nested columns (lists, structs) as JSON text, so CSV can hold them and tables can print them."""
     nested = [name for name, dtype in frame.schema.items() if dtype.is_nested()]
     return frame.with_columns(

@@ -7,7 +7,8 @@ Run it three ways:
     ray submit jobs/cluster.yaml jobs/sweep_checkpoints.py ...              # launch a GPU cluster
 With no arguments it runs the embedded default: train the toy suite if it is not cached, sweep all its
 models and checkpoints, write the warehouse and the HTML report, and print where they are.
-`--rerun RUN_ID` repeats a stored run with exactly the config it was started with.
+`--rerun RUN_ID` repeats a stored run with exactly the config it was started with. A run that ends badly
+is marked in the warehouse: 'failed' with the error, or 'interrupted' (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import os
 import shlex
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from jobs.sweep import config as sweep_config
 from jobs.sweep.config import SweepConfig, default_warehouse
@@ -50,16 +53,18 @@ def run_sweep(config: SweepConfig) -> int:
     targets = build_targets(config)  # validates every input before anything starts
     if config.warehouse is None:  # the default location is ours to create; a named one must exist
         warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-    from jobs.sweep.plan import plan_work
+    from jobs.sweep.plan import check_local_ids, plan_work
     from jobs.sweep.writer import Summary
     from warehouse import writes
-    from warehouse.db import connect_write
+    from warehouse.db import check_intact, connect_write
 
+    check_intact(warehouse_path)  # a file cut short is refused before anything is written into it
     with connect_write(warehouse_path):  # fail early on an unusable warehouse path
         pass
-    todo, skipped = plan_work(targets, warehouse_path, config.force)
-    summary = Summary(total=len(todo) + skipped, skipped=skipped)
-    if todo:
+    check_local_ids(targets, warehouse_path, named=tuple(f"local/{name}" for name in config.names))
+    plan = plan_work(targets, warehouse_path, config.force)
+    summary = Summary(total=len(plan.todo) + plan.skipped, skipped=plan.skipped)
+    if plan.todo:
         from dynamics.provenance import code_version
         from jobs.sweep.driver import sweep
 
@@ -67,9 +72,9 @@ def run_sweep(config: SweepConfig) -> int:
             warehouse_path, config=run_record(config, targets), code_version=code_version(),
             host=socket.gethostname(), command=shlex.join(sys.argv),
         )
-        sweep(todo, targets, warehouse_path, run_id, config, summary)
-        writes.finish_run(warehouse_path, run_id)
-    for line in summary.lines():
+        with recorded_ending(warehouse_path, run_id, summary.lines):
+            sweep(plan.todo, targets, warehouse_path, run_id, config, summary)
+    for line in summary.lines() + target_lines(targets, plan):
         print(line)
     print(f"warehouse: {warehouse_path}")
     if config.report:
@@ -81,12 +86,63 @@ def run_sweep(config: SweepConfig) -> int:
     return 1 if summary.counts["failed"] else 0
 
 
+@contextmanager
+def recorded_ending(warehouse: Path, run_id: str, progress) -> Iterator[None]:
+    """Mark the run 'finished', 'interrupted' (printing `progress()`, what was done) or 'failed' with the error,
+    however the block ends; the exception goes on up."""
+    from warehouse.db import first_line
+    from warehouse.writes import finish_run
+
+    def end(status: str, error: str | None = None) -> None:
+        try:
+            finish_run(warehouse, run_id, status, error)
+        except Exception as err:  # e.g. the full disk that ended the run: keep its own error in front
+            log.warning("could not mark run %s as %s in %s: %s", run_id, status, warehouse, err)
+
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        # Ray's blocking calls re-raise SIGTERM's Terminated as a bare KeyboardInterrupt
+        end("interrupted", f"interrupted by {interrupt}" if str(interrupt) else "interrupted (Ctrl-C or SIGTERM)")
+        for line in progress():
+            print(line)
+        raise
+    except Exception as err:
+        end("failed", f"{type(err).__name__}: {first_line(err)}")
+        raise
+    end("finished")
+
+
+def target_lines(targets: list[ModelTarget], plan) -> list[str]:
+    """Each local run's id and folder, and what was left out or rescored, for the console."""
+    changed: dict[str, list[str]] = {}
+    for item in plan.changed:
+        changed.setdefault(item.model_id, []).append(item.revision)
+    lines = []
+    for t in targets:
+        notes = []
+        if t.model_id in changed:
+            notes.append(f"rescored {len(changed[t.model_id])} checkpoint(s) whose weight files changed since they "
+                         f"were scored: {', '.join(changed[t.model_id])}")
+        for kind, names in (("FV", t.left_out_tasks), ("few-shot evaluation", t.left_out_evaluation_tasks)):
+            if names:
+                notes.append(f"left out {len(names)} {kind} task(s) whose prompts exceed the {t.context_tokens}-token "
+                             f"context: {', '.join(names)}")
+        if t.skipped_folders:
+            notes.append(f"left out {len(t.skipped_folders)} folder(s) whose names give no single step "
+                         f"(--skip-unparsed): {', '.join(t.skipped_folders)}")
+        if t.source == "local" or notes:
+            lines += [f"{t.model_id}: {t.location}"] + [f"  {note}" for note in notes]
+    return lines
+
+
 def run_record(config: SweepConfig, targets: list[ModelTarget]) -> dict:
     """What `runs.config` stores: the whole config (to rerun it) and each target's settings (provenance)."""
     return {
         "sweep": config.to_dict(),
         "targets": [
             {"model": t.model_id, "source": t.source, "location": t.location, "steps": list(t.steps),
+             "revisions": list(t.revisions), "suite": t.suite, "seed": t.seed, "skipped_folders": list(t.skipped_folders),
              "settings": t.settings(), "settings_hash": t.settings_hash}
             for t in targets
         ],

@@ -18,13 +18,16 @@ PAGE_PX = 1240  # drawing width available on a report page (the page is at most 
 INDUCTION_AXIS = "induction score (attention fraction, 0–1)"
 FV_AXIS = "FV score (average indirect effect, Δ probability)"
 LOSS_METRICS = ("train_loss", "eval_loss", "loss_early", "loss_late")
-PHASE_METRICS = (*LOSS_METRICS, "icl_token_loss", "max_induction", "max_fv")  # what chart_phase_change draws
+ACCURACY_METRICS = ("fewshot_top1", "fewshot_shuffled_top1")
+PHASE_METRICS = (*LOSS_METRICS, "icl_token_loss", *ACCURACY_METRICS, "max_induction", "max_fv")  # what chart_phase_change draws
 METRIC_LABELS = {
     "train_loss": "training loss",
     "eval_loss": "eval loss",
     "loss_early": "loss, early tokens",
     "loss_late": "loss, late tokens",
     "icl_token_loss": "ICL token loss",
+    "fewshot_top1": "few-shot accuracy",
+    "fewshot_shuffled_top1": "few-shot accuracy, labels shuffled",
     "max_induction": "max induction score",
     "max_fv": "max FV score",
 }
@@ -69,6 +72,7 @@ def chart_phase_change(curves: pl.DataFrame, emergence: pl.DataFrame, final_step
     for metrics, y_title in (
         (LOSS_METRICS, "loss (nats/token)"),
         (("icl_token_loss",), "ICL token loss (nats; < 0: ICL)"),
+        (ACCURACY_METRICS, "few-shot top-1 accuracy (0–1)"),
         (("max_induction",), "strongest induction head (0–1)"),
         (("max_fv",), "strongest FV head (Δ probability)"),
     ):
@@ -240,6 +244,51 @@ def chart_head_dimensionality(strength: pl.DataFrame, correlations: pl.DataFrame
         panels.append(alt.layer(base.mark_line(opacity=0.4), points).properties(
             title=alt.Title(f"{metric.replace('fv', 'FV')} strength vs d_head", subtitle=subtitle)))
     return alt.hconcat(*panels)
+
+
+def chart_seed_spread(strongest: pl.DataFrame, emergence: pl.DataFrame, final_step: int) -> alt.HConcatChart:
+    """One suite's seeds side by side: per step, the spread across seeds of each seed's strongest induction
+    and FV head (band: min to max; line: mean), and each seed's first step with a head of that kind (rules).
+
+    Args:
+        strongest: rows of `warehouse.queries.seed_strongest_heads` for one suite.
+        emergence: rows of `warehouse.queries.seed_emergence` for the same suite (one per seed).
+        final_step: the suite's last step (chooses the step axis).
+    """
+    field, scale, axis, axis_title = step_axis(final_step)
+    data = strongest.with_columns((pl.col("step") + 1).alias("step_plus_one"),
+                                  *(_rounded(c) for c in ("mean", "std", "min", "max")))
+    data = data.select("suite", "step", "step_plus_one", "metric", "n_seeds", "mean", "std", "min", "max")
+    rules = (emergence.select(pl.col("seed").cast(pl.Utf8), pl.col("induction_step").alias("induction"),
+                              pl.col("fv_step").alias("fv"))
+             .unpivot(index="seed", variable_name="metric", value_name="step").drop_nulls("step")
+             .with_columns((pl.col("step") + 1).alias("step_plus_one")))
+    metrics = [m for m in HEAD_METRIC_AXES if not data.filter(pl.col("metric") == m).is_empty()]
+    if not metrics:
+        raise InputError("no strongest-head spread to chart: the suite's seeds have no induction or FV scores")
+    x = alt.X(f"{field}:Q", scale=scale, axis=axis, title=axis_title)
+    seed_colour = alt.Color("seed:N", title="seed (first head at)", legend=alt.Legend(symbolType="stroke"))
+    panels = []
+    for metric in metrics:
+        part = data.filter(pl.col("metric") == metric)
+        name = metric.replace("fv", "FV")
+        band = alt.Chart(part).mark_area(opacity=0.25, color="#4c78a8").encode(
+            x=x, y=alt.Y("min:Q", title=f"strongest head: {HEAD_METRIC_AXES[metric]}"), y2="max:Q")
+        line = alt.Chart(part).mark_line(point=alt.OverlayMarkDef(size=14), color="#1f4e79").encode(
+            x=x, y="mean:Q",
+            tooltip=["suite:N", "step:Q", "n_seeds:Q", "mean:Q", "std:Q", "min:Q", "max:Q"])
+        layers = [band, line]
+        own_rules = rules.filter(pl.col("metric") == metric)
+        if not own_rules.is_empty():
+            layers.append(alt.Chart(own_rules).mark_rule(strokeDash=[4, 3], strokeWidth=1.5).encode(
+                x=f"{field}:Q", color=seed_colour,
+                tooltip=["seed:N", alt.Tooltip("step:Q", title=f"first step with an {name} head")]))
+        panels.append(alt.layer(*layers).properties(
+            width=PAGE_PX // len(metrics) - 170, height=260, title=f"strongest {name} head across seeds"))
+    return alt.hconcat(*panels, title=alt.Title(
+        f"Seeds of {data['suite'][0]}: the strongest heads over training",
+        subtitle="Band: min to max over seeds; line: mean; dashed rules: each seed's first step with a head of "
+                 "that kind"))
 
 
 def chart_ablations(curves: pl.DataFrame) -> alt.Chart:

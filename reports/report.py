@@ -2,10 +2,10 @@
 
 `render_report(warehouse, out_dir)` reads the analysis views through warehouse/queries.py (one scoring
 setup per model, the `current_setups` view; only 'ok' checkpoints are scored) and writes `index.html`,
-`model-<name>.html` per model and `across-models.html`. Every caption is computed from the data it sits
-under; nothing here decides which head is an induction or FV head (the SQL views do, with the
-thresholds in `ReportConfig`, which every page states). Data is thinned before charting so that a
-pythia-6.9b-sized sweep (1,024 heads × 154 steps) gives pages of a few MB.
+`model-<name>.html` per model and `across-models.html` (with the seeds of each suite side by side). Every
+caption is computed from the data it sits under; nothing here decides which head is an induction or FV
+head (the SQL views do, with the thresholds in `ReportConfig`, which every page states). Data is thinned
+before charting so that a pythia-6.9b-sized sweep (1,024 heads × 154 steps) gives pages of a few MB.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import html
 import logging
 import math
 import re
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dynamics.errors import ExistingOutputError, InputError, MissingInputError, NotAFolderError
+from dynamics.errors import AccessError, ExistingOutputError, InputError, MissingInputError, NotAFolderError
 from reports import charts
 from reports.pages import ChartSection, javascript_bundle, notes_html, write_chart_page, write_text_page
 from warehouse import queries
@@ -250,6 +251,38 @@ def ablation_text(curves: pl.DataFrame) -> str:
             "score's top heads intact.")
 
 
+def seed_text(suite: str, strongest: pl.DataFrame, emergence: pl.DataFrame, transitions: pl.DataFrame) -> str:
+    """How far one suite's seeds agree: the strongest heads at the last step all seeds reached, when each seed's
+    first induction and FV head appeared, and in which layers heads went from induction to FV in how many."""
+    n = emergence.height
+    seeds = ", ".join(str(seed) for seed in emergence["seed"].to_list())
+    parts = [f"{suite}: {n} seeds ({seeds})."]
+    complete = strongest.filter(pl.col("n_seeds") == n)
+    if not complete.is_empty():
+        step = int(complete["step"].max())
+        for row in complete.filter(pl.col("step") == step).sort("metric", descending=True).iter_rows(named=True):
+            spread = "" if row["std"] is None else f", sd {row['std']:.3g}"
+            parts.append(f"At step {step} the strongest {row['metric'].replace('fv', 'FV')} head scores "
+                         f"{row['mean']:.3g} on average (min {row['min']:.3g}, max {row['max']:.3g}{spread}).")
+    for mechanism, column in (("induction", "induction_step"), ("FV", "fv_step")):
+        steps = [f"{'none' if r[column] is None else f'step {r[column]}'} (seed {r['seed']})"
+                 for r in emergence.iter_rows(named=True)]
+        found = emergence[column].drop_nulls()
+        width = int(found.max()) - int(found.min()) if len(found) > 1 else None
+        spread = ("" if width is None else f"; {len(found)} of {n} seeds, "
+                  + ("all at the same step" if width == 0 else f"spread {width} steps"))
+        parts.append(f"First {mechanism} head: {', '.join(steps)}{spread}.")
+    moved = transitions.filter(pl.col("n_transition_seeds") > 0)
+    if moved.is_empty():
+        parts.append("In no seed did an induction head become an FV head.")
+    else:
+        layers = ", ".join(f"layer {r['layer']} in {r['n_transition_seeds']} of {r['n_seeds']} seeds"
+                           for r in moved.iter_rows(named=True))
+        parts.append(f"Heads went from induction to FV in {layers}. A transition seen in every seed belongs to "
+                     "the architecture and data; one seen in a single seed belongs to that seed.")
+    return " ".join(parts)
+
+
 def _value_at(frame: pl.DataFrame, step: int) -> float | None:
     values = frame.filter(pl.col("step") == step)["value"]
     return None if values.is_empty() else float(values[0])
@@ -323,9 +356,28 @@ def _write_across_models_page(path: Path, warehouse: Path, models: pl.DataFrame,
     ablations = queries.ablation_curves(warehouse)
     if not ablations.is_empty():
         sections.append(ChartSection("ablations", charts.chart_ablations(ablations), ablation_text(ablations)))
+    sections += _seed_sections(warehouse, config)
     intro = (f'<nav><a href="{INDEX_PAGE}">index</a></nav><h1>Across models</h1>'
              f"<p>{models.height} model(s); each uses its most recently scored settings hash.</p>")
     write_chart_page(path, "Training dynamics across models", notes, sections, intro, bundle)
+
+
+def _seed_sections(warehouse: Path, config: ReportConfig) -> list[ChartSection]:
+    """One section per suite with at least two seeds (models.suite): the seeds side by side."""
+    emergence = queries.seed_emergence(warehouse, **config.analysis)
+    sections = []
+    for (suite,), members in emergence.group_by("suite", maintain_order=True):
+        if members.height < 2:
+            continue
+        strongest = queries.seed_strongest_heads(warehouse, suite, **config.analysis)
+        if strongest.is_empty():
+            continue
+        transitions = queries.seed_transitions(warehouse, suite, **config.analysis)
+        chart = charts.chart_seed_spread(thin_steps(strongest, config.max_curve_points, per="metric"), members,
+                                         int(strongest["step"].max()))
+        sections.append(ChartSection(f"seeds-{len(sections)}", chart,
+                                     seed_text(suite, strongest, members, transitions)))
+    return sections
 
 
 def _strength_points(strength: pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
@@ -405,7 +457,13 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         if not overwrite:
             raise ExistingOutputError(f"report folder {out_dir} already exists and is not empty; pass --overwrite "
                                       "to replace the report in it, or choose another --out")
-        for pattern in _OWN_PAGES:
-            for old in out_dir.glob(pattern):
-                old.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:  # a read-only or immutable folder fails here, in one line, before any page is rendered
+        if out_dir.exists():
+            for pattern in _OWN_PAGES:
+                for old in out_dir.glob(pattern):
+                    old.unlink()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as err:
+        raise AccessError(f"cannot write the report into {out_dir} ({err.strerror}); make the folder writable or "
+                          "choose another --out") from err

@@ -4,7 +4,12 @@ DuckDB lets one read-write process *or* any number of read-only processes hold a
 both at once (duckdb.org/docs/current/connect/concurrency). So nobody keeps the file open: the single
 writer (the sweep driver) opens it, writes one checkpoint in one transaction and closes it; readers
 open it read-only for one query and close it. Whoever finds the file locked retries with jittered
-exponential backoff until `lock_timeout_s` and then raises `WarehouseBusyError`.
+exponential backoff until `lock_timeout_s` and then raises `WarehouseBusyError`, saying so on the log
+after `LOCK_NOTICE_S`.
+
+Read-only connections reach nothing but the warehouse file (`READ_ONLY_CONFIG`), so SQL a reader runs
+(`dynamics sql`) cannot attach, copy to, export to or read any other file, and cannot lift that with SET.
+`check_intact` refuses a file shorter than its own metadata says (a copy or download cut short).
 """
 
 from __future__ import annotations
@@ -25,11 +30,27 @@ from dynamics.errors import AccessError, InputError, MissingInputError, NotAFold
 
 SCHEMA_VERSION = 2  # the version schema.sql inserts; a test keeps the two equal
 LOCK_TIMEOUT_S = 60.0
+LOCK_NOTICE_S = 2.0  # a wait on another process's lock longer than this is logged (once), so nobody waits in silence
 _FIRST_BACKOFF_S = 0.02
 log = logging.getLogger(__name__)
 # the writer retries more eagerly than readers: it needs a moment when no reader holds the file,
 # while a reader only needs the writer's single transaction to end
 _MAX_BACKOFF_S = {"read": 0.25, "write": 0.05}
+# Every read-only connection: no file but the warehouse (ATTACH, COPY … TO, EXPORT, read_csv, glob, INSTALL
+# all refused), no extension loaded on demand, no spill folder (the one other writable path), and the
+# configuration locked so no SET or RESET lifts any of it. The database's own files are DuckDB's
+# `allowed_paths`. duckdb.org/docs/stable/operations_manual/securing_duckdb/overview
+READ_ONLY_CONFIG = {
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "allow_community_extensions": False,
+    "temp_directory": "",
+    "lock_configuration": True,
+}
+# A DuckDB file is three 4 KiB headers followed by fixed-size blocks numbered from 0 (DuckDB's storage
+# format, "Storage" in its internals docs); a file shorter than its highest block in use was cut short.
+_FILE_HEADERS_BYTES = 3 * 4096
 
 
 class WarehouseBusyError(UserError, TimeoutError):
@@ -106,16 +127,65 @@ def translate_error(path: Path, err: duckdb.Error) -> Exception:
     if "no space left" in lowered or "file too large" in lowered:
         return StorageError(errno.ENOSPC, f"could not write the warehouse {path}: {message}; free disk space "
                        "(or move the warehouse) and rerun — nothing from the failed write was kept")
-    if "permission denied" in lowered or "read-only file system" in lowered:
+    if "permission denied" in lowered or "read-only file system" in lowered or "operation not permitted" in lowered:
         return AccessError(f"cannot write the warehouse {path} ({message}); make the file and its folder "
                                "writable or pass another --warehouse path")
     if "not a valid duckdb database file" in lowered:
         return InputError(f"{path} is not a DuckDB warehouse file; pass a warehouse written by `dynamics sweep` "
                           "or a path that does not exist yet")
+    if "could not read enough bytes" in lowered or "corrupt" in lowered or "checksum" in lowered:
+        return damaged_error(path, message)
     if "different configuration" in lowered:
         return InputError(f"{path} is already open in this process in another mode; close that connection "
                           "first (warehouse connections are meant to be short-lived)")
     return InputError(f"warehouse {path}: {message}")
+
+
+def damaged_error(path: Path, detail: str) -> InputError:
+    """The one-line error for a warehouse file that is cut short or corrupt."""
+    return InputError(f"warehouse {path} is damaged ({detail}); it was probably cut short by a copy, a download or a "
+                      "full disk. Restore it from a backup, or move it aside and rerun the sweep into a new --warehouse")
+
+
+def check_intact(path: str | Path, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
+    """Refuse (`damaged_error`) a warehouse file shorter than the blocks its tables and metadata use.
+
+    DuckDB opens such a file and counts its rows from metadata alone; only reading the lost blocks fails,
+    after a sweep may already have written into it. This reads the catalogue's block list, not the data:
+    ~40 ms for a 7 MB warehouse (a full read of every table also catches it, at the cost of reading the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    con = _open(path, read_only=True, lock_timeout_s=lock_timeout_s)
+    try:
+        needed_bytes = _FILE_HEADERS_BYTES + (_highest_block(con) + 1) * _block_size(con)
+    except duckdb.Error as err:
+        raise translate_error(path, err) from err
+    finally:
+        con.close()
+    size = path.stat().st_size
+    if size < needed_bytes:
+        raise damaged_error(path, f"the file has {size:,} bytes but its tables need {needed_bytes:,}")
+
+
+def _block_size(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()"
+                       ).fetchone()[0]
+
+
+def _highest_block(con: duckdb.DuckDBPyConnection) -> int:
+    """The highest block id the file's metadata and table data point to (-1 for an empty file)."""
+    highest = con.execute("SELECT coalesce(max(block_id), -1) FROM pragma_metadata_info()").fetchone()[0]
+    tables = con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                         "AND schema_name = 'main'").fetchall()
+    for (table,) in tables:  # names from the catalogue, not from input
+        used = con.execute(
+            "SELECT max(greatest(block_id, coalesce(list_max(additional_block_ids), -1))) "
+            f"FROM pragma_storage_info('{table}') WHERE persistent"
+        ).fetchone()[0]
+        highest = max(highest, -1 if used is None else used)
+    return highest
 
 
 def rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -150,14 +220,20 @@ def _is_lock_conflict(err: duckdb.Error) -> bool:
 
 def _open(path: Path, read_only: bool, lock_timeout_s: float) -> duckdb.DuckDBPyConnection:
     """Connect, retrying while another process holds a conflicting lock on the file."""
-    deadline = time.monotonic() + lock_timeout_s
+    started = time.monotonic()
+    deadline = started + lock_timeout_s
     backoff_s = _FIRST_BACKOFF_S
+    noticed = False
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=READ_ONLY_CONFIG if read_only else {})
         except duckdb.Error as err:
             if not _is_lock_conflict(err):
                 raise translate_error(path, err) from err
+            if not noticed and time.monotonic() - started > LOCK_NOTICE_S:
+                log.warning("waiting for the warehouse %s: another process holds it (a sweep only while writing one "
+                            "checkpoint); giving up after %g s", path, lock_timeout_s)
+                noticed = True
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
                 raise WarehouseBusyError(

@@ -74,7 +74,8 @@ def query(
     """Run one read-only SQL statement (values bound from `params`) and return its rows.
 
     A statement that returns no rows gives an empty frame; bad SQL raises a one-line ValueError
-    carrying DuckDB's message.
+    carrying DuckDB's message. The connection reaches no file but the warehouse (`warehouse.db.READ_ONLY_CONFIG`);
+    several statements in one string are refused (DuckDB's parser counts them).
 
     Example: `query(db, "SELECT * FROM head_scores WHERE model = ? AND metric = 'induction'", [model])`
     """
@@ -82,10 +83,16 @@ def query(
         raise InputError("no SQL given; pass a statement such as 'SELECT * FROM checkpoints'")
     with connect_read(path, lock_timeout_s) as con:
         try:
+            statements = con.extract_statements(sql)
+            if len(statements) != 1:
+                raise InputError(f"pass one SQL statement at a time (got {len(statements)}); run them one by one")
             relation = con.sql(sql, params=params)
             return pl.DataFrame() if relation is None else relation.pl()
         except duckdb.Error as err:
-            raise InputError(f"query failed on {path}: {first_line(err)}") from err
+            message = first_line(err)
+            if "disabled by configuration" in message or "disabled through configuration" in message:
+                message += "; queries read the warehouse only: to save a table or a result to a file, use `dynamics export`"
+            raise InputError(f"query failed on {path}: {message}") from err
 
 
 def analysis(path: str | Path, name: str, model: str | None = None, *, current: bool = False,
@@ -220,6 +227,57 @@ def final_step(path: str | Path, model: str, settings_hash: str | None = None) -
 
 
 
+def _suite_analysis(path: str | Path, name: str, suite: str | None, thresholds: dict, order: str) -> pl.DataFrame:
+    return analysis(path, name, thresholds=Thresholds.of(**thresholds), where="suite = ?" if suite else "",
+                    params=[suite] if suite else [], order=order)
+
+
+def seed_head_spread(path: str | Path, suite: str | None = None, **thresholds) -> pl.DataFrame:
+    """Per (suite, step, layer, head): mean, standard deviation, min and max of that head position's induction
+    and FV scores across the suite's seeds, and in how many seeds it IS an induction / FV head.
+
+    Example: `seed_head_spread(db, "EleutherAI/pythia-160m").filter(pl.col("layer") == 4)`
+    """
+    return _suite_analysis(path, "seed_head_spread", suite, thresholds, "suite, step, layer, head")
+
+
+def seed_strongest_heads(path: str | Path, suite: str | None = None, **thresholds) -> pl.DataFrame:
+    """Per (suite, step, metric): the spread across seeds of each seed's strongest head (mean, std, min, max),
+    and in how many seeds some head IS a head of that kind at that step."""
+    return _suite_analysis(path, "seed_strongest_heads", suite, thresholds, "suite, metric, step")
+
+
+def seed_transitions(path: str | Path, suite: str | None = None, **thresholds) -> pl.DataFrame:
+    """Per (suite, layer): in how many seeds a head of that layer goes from induction head to FV head."""
+    return _suite_analysis(path, "seed_transitions", suite, thresholds, "suite, layer")
+
+
+def seed_emergence(path: str | Path, suite: str | None = None, **thresholds) -> pl.DataFrame:
+    """Per (suite, seed): the first induction-head and FV-head steps, with their spread across the suite's seeds."""
+    return _suite_analysis(path, "seed_emergence", suite, thresholds, "suite, seed, model")
+
+
+SUITE_ANALYSES = ("seed_head_spread", "seed_strongest_heads", "seed_transitions", "seed_emergence")
+def scored_weights(path: str | Path, model: str, settings_hash: str) -> dict[int, str | None]:
+    """step → weights_sha256 of the checkpoints of `model` done with these settings (status 'ok' or 'duplicate');
+    empty when the warehouse does not exist yet."""
+    if not Path(path).exists():
+        return {}
+    frame = query(path, "SELECT step, weights_sha256 FROM checkpoints WHERE model = ? AND settings_hash = ? "
+                        "AND status IN ('ok', 'duplicate')", [model, settings_hash])
+    return dict(frame.iter_rows())
+
+
+def local_run_folders(path: str | Path) -> dict[str, str]:
+    """model → the folder its most recent run read it from, for every local run the warehouse's runs recorded."""
+    if not Path(path).exists():
+        return {}
+    frame = query(path, "SELECT target->>'model' AS model, arg_max(target->>'location', started_at) AS location "
+                        "FROM runs, unnest(CAST(config->'targets' AS JSON[])) AS targets(target) "
+                        "WHERE target->>'source' = 'local' GROUP BY 1")
+    return dict(frame.iter_rows())
+
+
 MODEL_ANALYSES = ("head_trajectories", "head_set_membership", "induction_to_fv_transitions",
                   "final_top_head_trajectories", "mechanism_emergence", "head_strength")
 
@@ -237,4 +295,5 @@ def views(path: str | Path, model: str | None = None, *, current: bool = False, 
     frames["ablation_curves"] = ablation_curves(path, model)
     frames["scored_models"] = scored_models(path)
     frames["metric_inventory"] = metric_inventory(path)
+    frames.update({name: analysis(path, name, thresholds=chosen) for name in SUITE_ANALYSES})
     return frames

@@ -141,9 +141,11 @@ def upsert_model(
     n_params: int | None = None,
     vocab_size: int | None = None,
     config: dict | None = None,
+    suite: str | None = None,
+    seed: int | None = None,
     lock_timeout_s: float = LOCK_TIMEOUT_S,
 ) -> None:
-    """Insert or replace the `models` row of `model` (source 'hub' or 'local')."""
+    """Insert or replace the `models` row of `model` (source 'hub' or 'local'), with the suite it is one seed of."""
     if source not in ("hub", "local"):
         raise InputError(f"model source must be 'hub' or 'local' (got {source!r})")
     shape = {"n_layers": n_layers, "n_heads": n_heads, "d_model": d_model, "d_head": d_head}
@@ -151,7 +153,7 @@ def upsert_model(
     if bad:
         raise InputError(f"model {model} needs positive integer sizes (got {', '.join(bad)})")
     row = {"model": model, "family": family, "source": source, **shape, "n_params": n_params,
-           "vocab_size": vocab_size, "config": _to_json(config), "updated_at": _utc_now()}
+           "vocab_size": vocab_size, "config": _to_json(config), "updated_at": _utc_now(), "suite": suite, "seed": seed}
     with connect_write(path, lock_timeout_s) as con, _transaction(con, Path(path)):
         _insert_row(con, "models", row, verb="INSERT OR REPLACE")
 
@@ -184,11 +186,21 @@ def start_run(
     return run_id
 
 
-def finish_run(path: str | Path, run_id: str, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
-    """Stamp a run's finished_at."""
+RUN_ENDINGS = ("finished", "failed", "interrupted")
+
+
+def finish_run(path: str | Path, run_id: str, status: str = "finished", error: str | None = None,
+               lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
+    """Stamp how and when a run ended: 'finished', 'failed' (with the error) or 'interrupted' (with what
+    interrupted it: Ctrl-C, SIGTERM)."""
+    if status not in RUN_ENDINGS:
+        raise InputError(f"a run ends 'finished', 'failed' or 'interrupted' (got {status!r})")
+    if (status == "failed" and not error) or (status == "finished" and error):
+        raise InputError("a failed run needs its error text, and a finished one has none")
     with connect_write(path, lock_timeout_s) as con, _transaction(con, Path(path)):
         updated = con.execute(
-            "UPDATE runs SET finished_at = ?, status = 'finished' WHERE run_id = ? RETURNING run_id", [_utc_now(), run_id]
+            "UPDATE runs SET finished_at = ?, status = ?, error = ? WHERE run_id = ? RETURNING run_id",
+            [_utc_now(), status, error, run_id],
         ).fetchall()
     if not updated:
         raise UnknownNameError(f"no run {run_id!r} in {path}; start it with start_run first")

@@ -85,16 +85,28 @@ def ablation_count(amount: float, n_total: int) -> int:
     return int(amount)
 
 
+def qualifying_heads(scores: Tensor, stderr: Tensor, floor: float, z: float) -> set[Head]:
+    """Heads whose score is at least `floor` and more than `z` standard errors above zero
+    (docs/methods.md, "Significance"): the only heads a ranking may call induction or FV heads."""
+    passes = (scores >= floor) & (scores > z * torch.nan_to_num(stderr, nan=float("inf")))
+    return {(int(layer), int(head)) for layer, head in passes.nonzero().tolist()}
+
+
 def select_heads(
     head_scores: Mapping[str, Tensor], ranking: str, amount: float, exclusion: bool,
-    *, seed: int = 42, exclude_fraction: float = 0.02,
+    *, seed: int = 42, exclude_fraction: float = 0.02, eligible: Mapping[str, set[Head]] | None = None,
 ) -> list[Head]:
-    """The heads the reference ablates for (ranking, amount, exclusion), in ablation order.
+    """The heads ablated for (ranking, amount, exclusion), in ablation order.
 
     Args:
         head_scores: {'induction': (layer, head), 'fv': (layer, head)}; a ranking or exclusion needs its score.
         ranking: 'induction', 'fv' or 'random'.
         amount: fraction of all heads (< 1) or a head count (≥ 1); 0 ablates nothing.
+        exclude_fraction: the other score's top heads kept out with exclusion: a fraction of all heads
+            (< 1, rounded down as the reference does, so small models exclude none) or a head count.
+        eligible: per score, the heads that qualify as heads of that kind (`qualifying_heads`); then the
+            induction and FV rankings and exclusions take only those, and a cell may ablate fewer heads
+            than asked. None ranks every head, as the reference does.
     """
     if ranking not in RANKINGS:
         raise InputError(f"ranking {ranking!r} is not one of {', '.join(RANKINGS)}")
@@ -113,8 +125,14 @@ def select_heads(
         )
     scores = random_head_scores(*shape, seed=seed) if ranking == "random" else head_scores[ranking]
     ranked = rank_heads(scores)
+    if eligible is not None and ranking != "random":
+        ranked = [head for head in ranked if head in eligible[ranking]]
     if exclusion:
-        excluded = set(rank_heads(head_scores[other])[: int(exclude_fraction * n_total)])
+        others = rank_heads(head_scores[other])
+        if eligible is not None:
+            others = [head for head in others if head in eligible[other]]
+        n_excluded = int(exclude_fraction) if exclude_fraction >= 1 else int(exclude_fraction * n_total)
+        excluded = set(others[:n_excluded])
         ranked = [head for head in ranked if head not in excluded]
     return ranked[:k]
 
@@ -184,8 +202,12 @@ class AblationConfig:
     rankings: tuple[str, ...] = RANKINGS
     methods: tuple[str, ...] = METHODS
     exclusions: tuple[bool, ...] = (False, True)
-    exclude_fraction: float = 0.02  # the reference's excl_num
+    exclude_fraction: float = 0.02  # the reference's excl_num; ≥ 1: a head count
     seed: int = 42  # random ranking
+    # which heads the induction and FV rankings may take (docs/methods.md, "Significance")
+    induction_floor: float = 0.25
+    fv_floor: float = 0.001
+    z: float = 3.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -196,8 +218,8 @@ class AblationConfig:
                 problems.append(f"{name} must be a non-empty subset of {allowed} (got {given})")
         if not self.exclusions:
             problems.append("exclusions must hold False, True or both")
-        if not 0 <= self.exclude_fraction < 1:
-            problems.append(f"exclude_fraction must be in [0, 1) (got {self.exclude_fraction})")
+        if self.exclude_fraction < 0 or (self.exclude_fraction >= 1 and self.exclude_fraction != int(self.exclude_fraction)):
+            problems.append(f"exclude_fraction must be a fraction in [0, 1) or a whole head count (got {self.exclude_fraction})")
         if problems:
             raise InputError(f"AblationConfig: {'; '.join(problems)}")
 
@@ -219,14 +241,25 @@ class AblationCell:
     heads: tuple[Head, ...]
 
 
-def plan_ablations(head_scores: Mapping[str, Tensor], config: AblationConfig) -> list[AblationCell]:
-    """The clean run per ranking (fraction 0, no exclusion, as the reference grid) plus every grid point."""
+def plan_ablations(head_scores: Mapping[str, Tensor], config: AblationConfig,
+                   head_stderr: Mapping[str, Tensor] | None = None) -> list[AblationCell]:
+    """The clean run per ranking (fraction 0, no exclusion, as the reference grid) plus every grid point.
+
+    With `head_stderr` the induction and FV rankings take only heads that qualify (`qualifying_heads`
+    with the config's floors and z); without, every head, as the reference.
+    """
+    eligible = None
+    if head_stderr is not None:
+        floors = {"induction": config.induction_floor, "fv": config.fv_floor}
+        eligible = {m: qualifying_heads(head_scores[m], head_stderr[m], floors[m], config.z)
+                    for m in floors if m in head_scores and m in head_stderr}
+        eligible = {m: eligible.get(m, set()) for m in floors}
     cells = [AblationCell(ranking, 0.0, False, ()) for ranking in config.rankings]
     for ranking in config.rankings:
         for exclusion in config.exclusions:
             for fraction in config.fractions:
-                heads = select_heads(head_scores, ranking, fraction, exclusion,
-                                     seed=config.seed, exclude_fraction=config.exclude_fraction)
+                heads = select_heads(head_scores, ranking, fraction, exclusion, seed=config.seed,
+                                     exclude_fraction=config.exclude_fraction, eligible=eligible)
                 cells.append(AblationCell(ranking, fraction, exclusion, tuple(heads)))
     return cells
 
@@ -287,11 +320,13 @@ def run_ablation_grid(
     eval_config: IclEvalConfig = IclEvalConfig(),
     heldout: HeldoutTokens | None = None,
     clean: IclAccuracy | None = None,
+    head_stderr: Mapping[str, Tensor] | None = None,
 ) -> pl.DataFrame:
     """Rows of the warehouse `ablations` table for one checkpoint.
 
     Args:
         head_scores: {'induction', 'fv'}: (layer, head) scores of this checkpoint.
+        head_stderr: their standard errors; given, the induction and FV rankings take only qualifying heads.
         means: μ^τ as (task, layer, head, d_head) (`mean_head_activations`); their mean over tasks is the
             'mean' ablation value. A (layer, head, d_head) tensor is taken as that mean already.
         heldout: rows for the token-loss score under ablation; None skips it.
@@ -304,7 +339,7 @@ def run_ablation_grid(
     mean_values = cross_task_mean(model, means)
     measured: dict[tuple[tuple[Head, ...], str], dict] = {}
     records = []
-    for cell in plan_ablations(head_scores, config):
+    for cell in plan_ablations(head_scores, config, head_stderr):
         for method in config.methods:
             key = (cell.heads, method if cell.heads else "")  # the clean run is the same for every method
             if key not in measured:

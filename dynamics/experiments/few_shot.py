@@ -127,8 +127,9 @@ def sample_eval_prompts(task: IclTask, config: IclEvalConfig) -> tuple[list[IclP
     for query, target in task.valid[: config.n_queries]:
         shots = [task.train[i] for i in rng.choice(len(task.train), config.n_shots, replace=False)]
         labels = [shots[i][1] for i in rng.permutation(config.n_shots)]
-        clean.append(IclPrompt(task.name, tuple(shots), query, target))
-        shuffled.append(IclPrompt(task.name, tuple((x, y) for (x, _), y in zip(shots, labels)), query, target))
+        clean.append(IclPrompt(task.name, tuple(shots), query, target, task.template))
+        shuffled.append(IclPrompt(task.name, tuple((x, y) for (x, _), y in zip(shots, labels)), query, target,
+                                  task.template))
     return clean, shuffled
 
 
@@ -137,7 +138,8 @@ def build_eval_prompts(tasks: Mapping[str, IclTask], tokenizer, config: IclEvalC
     drawn = {name: sample_eval_prompts(task, config) for name, task in tasks.items()}
     few_shot = encode_prompt_set(drawn, tokenizer, seed=config.seed)
     # A zero-shot prompt is the few-shot one without demonstrations; encode_prompt_set wants two kinds.
-    bare = {name: [IclPrompt(p.task, (), p.query, p.target) for p in clean] for name, (clean, _) in drawn.items()}
+    bare = {name: [IclPrompt(p.task, (), p.query, p.target, p.template) for p in clean]
+            for name, (clean, _) in drawn.items()}
     zero_shot = encode_prompt_set({name: (prompts, prompts[:1]) for name, prompts in bare.items()}, tokenizer)
     stop_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
     return IclEvalPrompts(few_shot, tuple(t.clean for t in zero_shot.tasks), tokenizer.decode, stop_id)

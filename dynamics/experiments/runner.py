@@ -6,7 +6,7 @@ calls `run_icl_experiments` for every checkpoint, after the head scores:
     inputs = build_icl_inputs(evaluation_tasks(), tokenizer, config, n_ctx=model.n_ctx, heldout=heldout)
     result = run_icl_experiments(model, inputs, {"induction": ..., "fv": ...}, fv.means, provenance, config)
     result.ablations           # rows of the `ablations` table
-    result.checkpoint_metrics  # fewshot_f1, fewshot_top1, fv_exec_* rows of `checkpoint_metrics`
+    result.checkpoint_metrics  # fewshot_f1, fewshot_top1, fewshot_shuffled_top1, fv_exec_* rows
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 from torch import Tensor
 
@@ -27,7 +28,13 @@ from dynamics.experiments.ablations import (
     cross_task_mean,
     run_ablation_grid,
 )
-from dynamics.experiments.few_shot import IclEvalConfig, IclEvalPrompts, build_eval_prompts, evaluate_few_shot
+from dynamics.experiments.few_shot import (
+    IclEvalConfig,
+    IclEvalPrompts,
+    build_eval_prompts,
+    evaluate_few_shot,
+    first_token_correct,
+)
 from dynamics.experiments.function_vector_execution import (
     FunctionVectorExecutionConfig,
     execute_function_vectors,
@@ -114,6 +121,7 @@ def run_icl_experiments(
     means: Tensor | None,
     provenance: Provenance,
     config: IclExperimentConfig = IclExperimentConfig(),
+    head_stderr: Mapping[str, Tensor] | None = None,
 ) -> IclResults:
     """Few-shot accuracy, the ablation grid and FV execution for one checkpoint.
 
@@ -122,6 +130,8 @@ def run_icl_experiments(
             for FV ranking, induction-with-exclusion and FV execution.
         means: μ^τ (task, layer, head, d_head) from FV scoring when `config.means_from == 'fv_prompts'`;
             None when 'evaluation_prompts'.
+        head_stderr: the standard errors of `head_scores`; given, ablation rankings take only heads that
+            qualify as induction / FV heads.
     """
     inputs.prompts.few_shot.check_fits(model.n_ctx)
     if (means is None) != (config.means_from == "evaluation_prompts"):
@@ -134,10 +144,14 @@ def run_icl_experiments(
     mean_values = cross_task_mean(model, means)
     clean = evaluate_few_shot(model, inputs.prompts, config.evaluation)
     metrics = {f"fewshot_{name}": value for name, value in clean.model_means().items()}
+    # the same demonstrations with their labels permuted: how much of the accuracy the pairings carry
+    shuffled = first_token_correct(model, [t.corrupted for t in inputs.prompts.few_shot.tasks],
+                                   config.evaluation.batch_size)
+    metrics["fewshot_shuffled_top1"] = float(np.mean([float(c.mean()) for c in shuffled]))  # as model_means
     ablations = pl.DataFrame(schema=ABLATION_SCHEMA)
     if config.ablation is not None:
         ablations = run_ablation_grid(model, inputs.prompts, head_scores, mean_values, provenance, config.ablation,
-                                      config.evaluation, inputs.heldout, clean)
+                                      config.evaluation, inputs.heldout, clean, head_stderr)
     if config.function_vector_execution is not None:
         if "fv" not in head_scores:
             raise InputError("FV execution needs the 'fv' head score; score FV heads or set function_vector_execution=None")

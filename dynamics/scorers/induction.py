@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from dynamics.adapters import LoadedModel, hooks
+from dynamics.adapters import LoadedModel, hooks, norm_rule
 from dynamics.errors import InputError
 from dynamics.scorers.estimates import HeadScores, mean_and_stderr, ratio_and_stderr
 
@@ -171,10 +171,10 @@ def _final_norm(model: LoadedModel) -> nn.Module:
 
 def _final_norm_divisor(norm: nn.Module, hidden: Tensor) -> Tensor:
     """σ per position (batch, pos): what the final norm divides its (centred) input by."""
-    hidden = hidden.float()
-    if isinstance(norm, nn.LayerNorm):
-        return (hidden.var(dim=-1, unbiased=False) + norm.eps).sqrt()
-    return (hidden.pow(2).mean(dim=-1) + norm.variance_epsilon).sqrt()  # RMSNorm (Llama)
+    hidden, rule = hidden.float(), norm_rule(norm)
+    if rule.centres:  # LayerNorm
+        return (hidden.var(dim=-1, unbiased=False) + rule.eps).sqrt()
+    return (hidden.pow(2).mean(dim=-1) + rule.eps).sqrt()  # RMSNorm
 
 
 def _readout_rows(model: LoadedModel, predicted: Tensor, unembed_mean: Tensor) -> Tensor:
@@ -183,11 +183,11 @@ def _readout_rows(model: LoadedModel, predicted: Tensor, unembed_mean: Tensor) -
     centred logit of t = (W_U[t] − mean_v W_U[v]) · (γ ⊙ P(o)) / σ = P(γ ⊙ (W_U[t] − mean)) · o / σ,
     since the mean subtraction P is a symmetric projection.
     """
-    norm = _final_norm(model)
+    rule = norm_rule(_final_norm(model))
     rows = model.model.get_output_embeddings().weight[predicted].float() - unembed_mean  # (target, d_model)
-    if norm.weight is not None:
-        rows = rows * norm.weight.float()
-    if isinstance(norm, nn.LayerNorm):
+    if rule.weight is not None:
+        rows = rows * rule.weight.float()
+    if rule.centres:
         rows = rows - rows.mean(dim=-1, keepdim=True)
     return rows
 

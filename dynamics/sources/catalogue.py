@@ -92,6 +92,16 @@ def is_pythia_repo(repo_id: str) -> bool:
     return organisation == ORGANISATION.lower() and name in PYTHIA_MODELS
 
 
+def is_catalogue_name(name: str) -> bool:
+    """Whether `--model NAME` asks for this catalogue: [EleutherAI/]pythia-… other than the PolyPythia seeds
+    (-seed<N>, -data-seed<N>, -weight-seed<N>) and the -v0 runs, which have branch lists of their own. A
+    mistyped catalogue name then gets the catalogue's 'did you mean' error."""
+    organisation, _, rest = name.strip().lower().rpartition("/")
+    if organisation not in ("", ORGANISATION.lower()) or not rest.startswith("pythia-"):
+        return False
+    return re.search(r"-(?:data-|weight-)?seed\d+$|-v0$", rest) is None
+
+
 def revision_for_step(step: int) -> str:
     """The branch name of a step: 1000 → 'step1000'."""
     if step < 0:

@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 Key = TypeVar("Key")
 Value = TypeVar("Value")
 
-_STEP_DIR = re.compile(r"step(\d+)")
+# a local run's checkpoint folders: save_pretrained runs' step<N>, Hugging Face Trainer's checkpoint-<N>
+_STEP_DIR = re.compile(r"(?:step|checkpoint-)(\d+)")
+_CHECKPOINT_LIKE = re.compile(r"step|checkpoint", re.IGNORECASE)  # a folder named so must give its step
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -144,26 +146,53 @@ def _hash_weights(folder: Path, sidecar: Path | None) -> tuple[list[Path], str]:
 
 
 class LocalSource:
-    """Checkpoints saved with `save_pretrained` as `root/step<N>/`, sorted by step.
+    """A local run's checkpoints, sorted by step: `root/step<N>/` as written by `save_pretrained`, or
+    `root/checkpoint-<N>/` as written by Hugging Face's Trainer.
 
-    A tokenizer may sit in each step folder or once in `root` itself.
+    A tokenizer may sit in each step folder or once in `root` itself. A folder whose name starts with
+    'step' or 'checkpoint' (or that holds a config.json) but gives no step, and two folders naming one step
+    (`step01`, `step1`), are refused with their names listed, or with `skip_unparsed` left out and listed
+    in `skipped`. A step folder without config.json stays in the list: fetching it fails with the reason,
+    so a sweep records it as a failed checkpoint.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, skip_unparsed: bool = False) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise MissingInputError(f"no checkpoint folder {self.root}; pass the folder that holds step<N>/ subfolders")
         self.model_id = str(self.root)
-        self._steps = {
-            int(match.group(1)): child.name
-            for child in self.root.iterdir()
-            if (match := _STEP_DIR.fullmatch(child.name)) and (child / "config.json").is_file()
-        }
+        by_step: dict[int, list[str]] = {}
+        unparsed = []
+        for child in sorted(self.root.iterdir()):
+            if not child.is_dir() or child.name.startswith("."):
+                continue
+            if match := _STEP_DIR.fullmatch(child.name):
+                by_step.setdefault(int(match.group(1)), []).append(child.name)
+            elif _CHECKPOINT_LIKE.match(child.name) or (child / "config.json").is_file():
+                unparsed.append(child.name)
+        clashes = {step: names for step, names in by_step.items() if len(names) > 1}
+        self.skipped = tuple(sorted([*unparsed, *(name for names in clashes.values() for name in names)]))
+        if self.skipped and not skip_unparsed:
+            raise InputError(_unparsed_message(self.root, unparsed, clashes))
+        self._steps = {step: names[0] for step, names in by_step.items() if step not in clashes}
         if not self._steps:
             raise MissingInputError(
-                f"no checkpoints in {self.root}: expected step<N>/ subfolders holding config.json and weights "
-                "(as written by save_pretrained)"
+                f"no checkpoints in {self.root}: expected step<N>/ subfolders (save_pretrained) or checkpoint-<N>/ "
+                "(Hugging Face Trainer) holding config.json and weights"
+                + (f"; left out: {', '.join(self.skipped)}" if self.skipped else "")
             )
+
+    def steps(self) -> dict[int, str]:
+        """step → its folder name (the revision), ascending."""
+        return {step: self._steps[step] for step in sorted(self._steps)}
+
+    def config_file(self, revisions: list[str]) -> Path:
+        """config.json of the first of `revisions` that has one (the others are recorded as failed when fetched)."""
+        for revision in revisions:
+            if (path := self._folder(revision) / "config.json").is_file():
+                return path
+        raise MissingInputError(f"none of the checkpoint folders in {self.root} ({', '.join(revisions[:5])}"
+                                f"{', …' if len(revisions) > 5 else ''}) has a config.json; save them with save_pretrained")
 
     def list_revisions(self) -> list[str]:
         return [self._steps[step] for step in sorted(self._steps)]
@@ -189,16 +218,29 @@ class LocalSource:
 
     def fetch(self, revision: str) -> FetchedCheckpoint:
         folder = self._folder(revision)
+        if not (folder / "config.json").is_file():
+            raise MissingInputError(f"checkpoint folder {folder} has no config.json; save the checkpoint with "
+                                    "save_pretrained (it writes config.json beside the weights)")
         weights, digest = _hash_weights(folder, self.root / ".dynamics" / "sha256.json")
         return FetchedCheckpoint(
             model_id=self.model_id,
             revision=revision,
-            step=step_for_revision(revision),
+            step={name: step for step, name in self._steps.items()}[revision],
             path=folder,
             commit=None,
             weights_sha256=digest,
             files=_file_names(folder, weights),
         )
+
+
+def _unparsed_message(root: Path, unparsed: list[str], clashes: dict[int, list[str]]) -> str:
+    problems = []
+    if unparsed:
+        problems.append(f"{len(unparsed)} folder(s) whose names give no step: {', '.join(unparsed)} (a checkpoint folder "
+                        "is step<N> or checkpoint-<N>, N a whole number)")
+    problems += [f"folders {' and '.join(names)} both name step {step}" for step, names in sorted(clashes.items())]
+    return (f"cannot tell the checkpoints in {root} apart: {'; '.join(problems)}; rename or move them, or pass "
+            "--skip-unparsed to sweep the others")
 
 
 class HubSource:
@@ -209,9 +251,12 @@ class HubSource:
         cache_dir: the hub cache folder; huggingface_hub's default (HF_HUB_CACHE) when None.
         max_cache_bytes: bound on the cache folder's size; released revisions are evicted, least recently
             released first, to stay under it. None keeps everything.
+        steps: revision → training step, for repos whose revisions are not named step<N>
+            (`dynamics.sources.revisions`).
     """
 
-    def __init__(self, repo_id: str, cache_dir: Path | None = None, max_cache_bytes: int | None = None) -> None:
+    def __init__(self, repo_id: str, cache_dir: Path | None = None, max_cache_bytes: int | None = None,
+                 steps: Mapping[str, int] | None = None) -> None:
         from huggingface_hub import constants
 
         self.model_id = repo_id
@@ -219,15 +264,19 @@ class HubSource:
         self._offline = constants.HF_HUB_OFFLINE
         self._storage = self.cache_dir / f"models--{repo_id.replace('/', '--')}"
         self._pythia = is_pythia_repo(repo_id)
-        self._branches: dict[str, str] | None = None  # branch → commit, from the Hub (online only)
+        self._steps = dict(steps or {})  # revision → step, for naming schemes other than step<N>
+        self._refs: dict[str, str] | None = None  # branch or tag → commit, from the Hub (online only)
         self._held: dict[str, str] = {}  # revision → commit fetched and not yet released
         self._budget = SharedCacheBudget(self.cache_dir, max_cache_bytes)
 
     def list_revisions(self) -> list[str]:
-        """The 154 step branches for Pythia repos; otherwise the repo's branches (offline: those cached)."""
+        """The 154 step branches for Pythia repos; otherwise the repo's branches and tags (offline: those cached).
+
+        Tags count because some suites publish checkpoints as tags (Stanford CRFM's `checkpoint-<N>`).
+        """
         if self._pythia:
             return list(PYTHIA_REVISIONS)
-        names = self._cached_refs() if self._offline else list(self._hub_branches())
+        names = self._cached_refs() if self._offline else list(self._hub_refs())
         return sorted(names, key=_revision_order)
 
     def release(self, revision: str) -> None:
@@ -253,13 +302,13 @@ class HubSource:
             if not ref.is_file():
                 raise InputError(self._not_cached_message(revision))
             return ref.read_text().strip()
-        branches = self._hub_branches()
-        if revision not in branches:
+        refs = self._hub_refs()
+        if revision not in refs:
             raise InputError(
                 f"revision {revision!r} does not exist in {self.model_id}; "
-                f"its branches include {', '.join(sorted(branches)[:5])} ({len(branches)} in all)"
+                f"its branches and tags include {', '.join(sorted(refs)[:5])} ({len(refs)} in all)"
             )
-        return branches[revision]
+        return refs[revision]
 
     def _not_cached_message(self, revision: str) -> str:
         return (
@@ -267,8 +316,8 @@ class HubSource:
             "run once with network or pass --cache-dir"
         )
 
-    def _hub_branches(self) -> dict[str, str]:
-        if self._branches is None:
+    def _hub_refs(self) -> dict[str, str]:
+        if self._refs is None:
             from huggingface_hub import HfApi
             from huggingface_hub.errors import RepositoryNotFoundError
             from huggingface_hub.utils import httpx
@@ -285,8 +334,8 @@ class HubSource:
                     f"cannot reach the Hub to list the branches of {self.model_id} ({err}); check the network, "
                     "or set HF_HUB_OFFLINE=1 to use what is cached"
                 ) from err
-            self._branches = {branch.name: branch.target_commit for branch in refs.branches}
-        return self._branches
+            self._refs = {ref.name: ref.target_commit for ref in [*refs.tags, *refs.branches]}
+        return self._refs
 
     def _cached_refs(self) -> list[str]:
         refs = self._storage / "refs"
@@ -318,12 +367,22 @@ class HubSource:
         return FetchedCheckpoint(
             model_id=self.model_id,
             revision=revision,
-            step=_step_of(revision, self._pythia),
+            step=self._steps.get(revision, _step_of(revision, self._pythia)),
             path=folder,
             commit=commit,
             weights_sha256=digest,
             files=_file_names(folder, weights),
         )
+
+    def fetch_config(self, revision: str) -> Path:
+        """The revision's config.json alone, no weights: lets a sweep check the architecture before downloading."""
+        commit = self.resolve(revision)
+        config = self._snapshot(revision, commit, ["config.json"]) / "config.json"
+        if not config.is_file():
+            raise InputError(f"revision {revision} of {self.model_id} has no config.json; it is not a transformers "
+                             "checkpoint")
+        self._record_ref(revision, commit)
+        return config
 
     def _download(self, revision: str, commit: str) -> Path:
         """Snapshot folder of `commit`: safetensors when the revision has them, `.bin` only otherwise."""

@@ -23,7 +23,11 @@ from dynamics.errors import InputError
 
 @dataclass(frozen=True)
 class Template:
-    """The reference prompt template (Yin & Steinhardt's `find_fv_heads.py` defaults)."""
+    """How a prompt is written; the defaults are the reference's (Yin & Steinhardt's `find_fv_heads.py`).
+
+    A template belongs to a task set (each `IclTask` carries its own): the toy suite's synthetic tasks use
+    a compact one with no prefixes, `x₁ y₁ x₂ y₂ … x_q`.
+    """
 
     input_prefix: str = "Q:"
     output_prefix: str = "A:"
@@ -39,7 +43,8 @@ class IclTask:
     name: str
     train: tuple[tuple[str, str], ...]
     valid: tuple[tuple[str, str], ...]
-    source: str = "builtin"  # 'builtin' or the file it was read from
+    source: str = "builtin"  # 'builtin', 'synthetic', or the file it was read from
+    template: Template = Template()
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,11 @@ class IclPrompt:
     demonstrations: tuple[tuple[str, str], ...]
     query: str
     target: str
+    template: Template = Template()
 
-    def text(self, template: Template, bos_text: str) -> str:
+    def text(self, bos_text: str) -> str:
         """The prompt string, ending in the output prefix (the scored position is its last token)."""
+        template = self.template
         parts = [bos_text if template.prepend_bos else ""]
         for x, y in self.demonstrations:
             parts += [template.input_prefix, f" {x}", template.input_separator]
@@ -112,5 +119,5 @@ def sample_prompts(
         if shuffle_labels:
             outputs = [outputs[i] for i in rng.permutation(n_shots)]
         demonstrations = tuple((x, y) for (x, _), y in zip(shots, outputs))
-        prompts.append(IclPrompt(task=task.name, demonstrations=demonstrations, query=query, target=target))
+        prompts.append(IclPrompt(task.name, demonstrations, query, target, task.template))
     return prompts

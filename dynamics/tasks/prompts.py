@@ -9,6 +9,7 @@ handed to every checkpoint of every size that shares the tokenizer. It can be wr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import zlib
@@ -93,6 +94,7 @@ class PromptSet:
                 "demonstrations": [list(pair) for pair in encoded.prompt.demonstrations],
                 "query": encoded.prompt.query,
                 "target": encoded.prompt.target,
+                "template": dataclasses.asdict(encoded.prompt.template),
                 "input_ids": list(encoded.input_ids),
                 "target_id": encoded.target_id,
             }
@@ -114,6 +116,7 @@ class PromptSet:
                 demonstrations=tuple((str(x), str(y)) for x, y in record["demonstrations"]),
                 query=str(record["query"]),
                 target=str(record["target"]),
+                template=Template(**record.get("template", {})),
             )
             encoded = EncodedPrompt(prompt, tuple(int(i) for i in record["input_ids"]), int(record["target_id"]))
             task_order[record["task"]] = int(record["task_index"])
@@ -171,10 +174,9 @@ def build_prompt_set(
     n_clean: int = 100,
     n_corrupted: int = 100,
     seed: int = 42,
-    template: Template = Template(),
     bos_text: str | None = None,
 ) -> PromptSet:
-    """Draw and tokenize the clean and label-shuffled prompts of each named task.
+    """Draw and tokenize the clean and label-shuffled prompts of each named task (in each task's template).
 
     Args:
         tasks: available tasks by name (`builtin_tasks()`, `load_task_dir(...)`).
@@ -192,7 +194,7 @@ def build_prompt_set(
         clean = sample_prompts(tasks[name], n_clean, n_shots, rng)
         corrupted = sample_prompts(tasks[name], n_corrupted, n_shots, rng, shuffle_labels=True)
         drawn[name] = (clean, corrupted)
-    return encode_prompt_set(drawn, tokenizer, seed=seed, template=template, bos_text=bos_text)
+    return encode_prompt_set(drawn, tokenizer, seed=seed, bos_text=bos_text)
 
 
 def encode_prompt_set(
@@ -200,21 +202,20 @@ def encode_prompt_set(
     tokenizer,
     *,
     seed: int | None = None,
-    template: Template = Template(),
     bos_text: str | None = None,
 ) -> PromptSet:
     """Tokenize explicitly given prompts: {task: (clean prompts, corrupted prompts)}.
 
-    Texts are `IclPrompt.text(template, bos_text)` tokenized without the tokenizer's own special tokens
+    Texts are `IclPrompt.text(bos_text)` (each prompt in its task's template) tokenized without the tokenizer's own special tokens
     (the BOS text is in the string, docs/methods.md, "Prompt template"); the target id is the first token of
     `" " + target` tokenized alone.
     """
     bos_text = tokenizer.bos_token if bos_text is None else bos_text
-    if template.prepend_bos and not bos_text:
+    if not bos_text and any(p.template.prepend_bos for pair in prompts.values() for kind in pair for p in kind):
         raise InputError("the tokenizer has no bos_token and no bos_text was given; pass bos_text")
 
     def encode(batch: Sequence[IclPrompt]) -> tuple[EncodedPrompt, ...]:
-        texts = [p.text(template, bos_text) for p in batch]
+        texts = [p.text(bos_text) for p in batch]
         ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
         targets = tokenizer([f" {p.target}" for p in batch], add_special_tokens=False)["input_ids"]
         for prompt, target in zip(batch, targets):

@@ -72,9 +72,19 @@ def _load_task_file(path: Path, name: str, seed: int, test_size: float) -> IclTa
         )
     if len(data) < MIN_ROWS:
         raise InputError(f"task file {path} has {len(data)} rows; a task needs at least {MIN_ROWS}")
-    rows = [(str(r["input"]), str(r["output"])) for r in data]
+    rows = [(_text(r["input"], path, i, "input"), _text(r["output"], path, i, "output")) for i, r in enumerate(data)]
     train, valid = split_rows(rows, seed, test_size)
     return IclTask(name=name, train=train, valid=valid, source=str(path))
+
+
+def _text(value: object, path: Path, index: int, key: str) -> str:
+    """A task value as text: strings as they are, numbers (some outputs are integers) as Python writes them."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise InputError(f"task file {path} row {index}: {key!r} is {json.dumps(value)[:40]}; every input and output must "
+                     "be a string or a number, fix the file")
 
 
 # docs/methods.md, "Evaluation task list": FV_PAPER_TEST (11) + NEW_EVAL_TASKS (8), file stems as the

@@ -1,9 +1,13 @@
-"""The toy model suite: configs, presets, the cache, and training every model of a suite.
+"""The toy model suites: configs, presets, the cache, and training every model of a suite.
 
-A suite is a family of small GPT-NeoX models trained on the same offline corpus, with checkpoints on a
-Pythia-like schedule, laid out as `LocalSource` reads them:
+A suite is a family of small GPT-NeoX models trained on the same offline data, with checkpoints on a
+Pythia-like schedule, laid out as `LocalSource` reads them. Two kinds of data: the 'organism' presets
+(the default) train on repeated spans and then synthetic ICL episodes, and grow induction heads and then
+function-vector heads (`dynamics.toy.episodes`); the 'stories' preset trains on repeated spans and
+generated stories, and grows induction heads only (`dynamics.toy.corpus`).
 
-    <suite_dir>/suite.json                      manifest (config, hash, corpus hash, per-step scores)
+    <suite_dir>/suite.json                      manifest (config, hash, data hash, scoring defaults, tasks,
+                                                per-step scores)
     <suite_dir>/heldout.safetensors             held-out rows for the token-loss score ("tokens")
     <suite_dir>/<model>/tokenizer.json …        the suite's tokenizer (save_pretrained)
     <suite_dir>/<model>/step<N>/                config.json, model.safetensors, tokenizer files
@@ -33,16 +37,17 @@ from safetensors.torch import save_file
 
 from dynamics.errors import ExistingOutputError, InputError, MissingInputError
 from dynamics.home import dynamics_home
-from dynamics.scorers.induction import ordinary_token_ids
-from dynamics.toy.corpus import CorpusConfig, generate_texts, heldout_rows, pack_documents
-from dynamics.toy.tokenizer import BOS_TEXT, train_tokenizer
-from dynamics.toy.train import ProbeSettings, ToyModelSpec, TrainSettings, score_checkpoints, train_model
+from dynamics.scorers.induction import InductionConfig
+from dynamics.tasks.synthetic import BijectionTasks
+from dynamics.toy.corpus import StoryData
+from dynamics.toy.episodes import EpisodeData
+from dynamics.toy.train import PreparedData, ProbeSettings, ToyModelSpec, TrainSettings, score_checkpoints, train_model
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "suite.json"
-HELDOUT = "heldout.safetensors"  # held-out story rows under the key "tokens" (never trained on)
-FORMAT_VERSION = 1  # bump when the layout or the training code changes what a config produces
+HELDOUT = "heldout.safetensors"  # held-out rows under the key "tokens" (never trained on)
+FORMAT_VERSION = 2  # bump when the layout or the training code changes what a config produces
 
 
 def checkpoint_schedule(total: int, every: int, dense: tuple[int, int, int] | None = None) -> tuple[int, ...]:
@@ -58,14 +63,32 @@ def checkpoint_schedule(total: int, every: int, dense: tuple[int, int, int] | No
 
 
 @dataclass(frozen=True)
+class ToyScoring:
+    """The sweep's scoring defaults for a suite (what the embedded default scores with, stored with every row).
+
+    The reference's counts (100 FV prompts, 1000 probe sequences) except where the toy's short context
+    forbids them: the shots, and the induction probe BOS + r + r, which must fit the context.
+    """
+
+    shots: int = 10
+    fv_prompts: int = 100
+    icl_queries: int = 100
+    induction_sequences: int = 1000
+    repeat_len: int = 50
+    # the ablation grid in heads, not fractions: 1–20 % of a dozen heads is one head at every point
+    ablation_heads: tuple[int, ...] = (1, 2, 3)
+    exclude_heads: int = 1  # the other score's top heads kept out with exclusion (2 % of 12 heads is none)
+
+
+@dataclass(frozen=True)
 class ToySuiteConfig:
-    """Everything that determines a suite's weights (and therefore its cache key)."""
+    """Everything that determines a suite's weights (and therefore its cache key), and how to score it."""
 
     models: tuple[ToyModelSpec, ...]
     train: TrainSettings
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: StoryData | EpisodeData = field(default_factory=StoryData)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
-    vocab_size: int = 512
+    scoring: ToyScoring = field(default_factory=ToyScoring)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,18 +99,22 @@ class ToySuiteConfig:
         steps = self.train.steps
         if list(steps) != sorted(set(steps)) or not steps or steps[0] != 0:
             problems.append(f"train.steps must be sorted, distinct and start at 0 (got {steps[:5]}…)")
-        if self.train.context_length < 2 * self.probe.induction.repeat_len + 1:
-            problems.append(
-                f"context_length {self.train.context_length} is shorter than the induction probe "
-                f"(1 + 2·{self.probe.induction.repeat_len} tokens)"
-            )
-        if self.probe.late > self.train.context_length - 2:
+        context = self.data.context_length
+        for repeat_len in {self.probe.induction.repeat_len, self.scoring.repeat_len}:
+            if context < 2 * repeat_len + 1:
+                problems.append(f"context_length {context} is shorter than the induction probe (1 + 2·{repeat_len} tokens)")
+        if self.probe.late > context - 2:
             problems.append(f"probe.late {self.probe.late} must be ≤ context_length − 2")
         if problems:
             raise InputError(f"ToySuiteConfig has {len(problems)} problem(s): " + "; ".join(problems))
 
+    @property
+    def tasks(self) -> BijectionTasks | None:
+        """The synthetic tasks the suite trains on and is scored with; None: the built-in tasks."""
+        return self.data.tasks if isinstance(self.data, EpisodeData) else None
+
     def to_dict(self) -> dict:
-        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+        return {"format_version": FORMAT_VERSION, "data_kind": type(self.data).__name__, **dataclasses.asdict(self)}
 
     def config_hash(self) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True)
@@ -95,23 +122,37 @@ class ToySuiteConfig:
 
 
 PRESETS: dict[str, ToySuiteConfig] = {
-    # CPU: two width-64 models that differ only in head width (2 heads × 32 vs 1 head × 64), trained
-    # in parallel processes; the induction jump comes around steps 1,500-3,000, hence the dense window.
-    # (4 heads × 16 at this width had not jumped by step 1,500 without text rows nor by 3,000 with
-    # them: with 4 rotary dims per head the previous-token head is slow to form.)
+    # The default, 2 CPU cores: two 3-layer width-64 models that differ only in head width (4 heads × 16 vs
+    # 2 × 32), one process each. Repeated spans alone until step 1,000 grow induction heads; then 80 %
+    # synthetic ICL episodes grow FV heads (docs/methods.md, "The toy suites"). Dense checkpoints where
+    # each mechanism appears.
     "default": ToySuiteConfig(
+        models=(ToyModelSpec("toy-64d-4h", 64, 4, 3, rotary_fraction=0.5),
+                ToyModelSpec("toy-64d-2h", 64, 2, 3, rotary_fraction=0.5)),
+        train=TrainSettings(steps=checkpoint_schedule(4000, every=250, dense=(300, 2000, 100)), warmup_steps=100),
+        data=EpisodeData(switch_step=1000),
+        probe=ProbeSettings(induction=InductionConfig(repeat_len=30, n_sequences=200), early=10, late=60),
+        scoring=ToyScoring(shots=10, icl_queries=80, repeat_len=30),
+    ),
+    # The earlier default: induction heads from repeated spans and generated stories, no FV heads.
+    "stories": ToySuiteConfig(
         models=(ToyModelSpec("toy-64d-2h", 64, 2, 2), ToyModelSpec("toy-64d-1h", 64, 1, 2)),
         train=TrainSettings(steps=checkpoint_schedule(4000, every=500, dense=(1200, 3000, 200))),
+        data=StoryData(),
+        scoring=ToyScoring(shots=4, icl_queries=50),
     ),
-    # GPU (--device cuda): wider models, more head widths and a deeper model, larger batches
+    # GPU (--device cuda): wider and deeper organisms, more tasks
     "medium": ToySuiteConfig(
         models=(
-            ToyModelSpec("toy-128d-2h", 128, 2, 2), ToyModelSpec("toy-128d-4h", 128, 4, 2),
-            ToyModelSpec("toy-128d-8h", 128, 8, 2), ToyModelSpec("toy-128d-4h-4l", 128, 4, 4),
+            ToyModelSpec("toy-128d-8h-4l", 128, 8, 4, rotary_fraction=0.5),
+            ToyModelSpec("toy-128d-4h-4l", 128, 4, 4, rotary_fraction=0.5),
+            ToyModelSpec("toy-128d-2h-4l", 128, 2, 4, rotary_fraction=0.5),
         ),
-        train=TrainSettings(
-            steps=checkpoint_schedule(8000, every=500, dense=(500, 4000, 100)), repeat_rows=64, text_rows=4
-        ),
+        train=TrainSettings(steps=checkpoint_schedule(8000, every=250, dense=(300, 3000, 100)), warmup_steps=100),
+        data=EpisodeData(tasks=BijectionTasks(n_tasks=8, n_words=48, n_demo_inputs=24), n_fillers=96,
+                         switch_step=1500, max_shots=12),
+        probe=ProbeSettings(induction=InductionConfig(repeat_len=30, n_sequences=200), early=10, late=60),
+        scoring=ToyScoring(shots=12, icl_queries=100, repeat_len=30),
     ),
 }
 
@@ -203,20 +244,11 @@ def _clear(suite_dir: Path) -> None:
 
 def _build(config: ToySuiteConfig, suite_dir: Path) -> None:
     start = time.perf_counter()
-    documents, stories = generate_texts(config.seed, config.corpus)
-    # BOS is an added special token: keep it out of the merges
-    tokenizer = train_tokenizer((doc.replace(BOS_TEXT, "") for doc in documents), config.vocab_size)
-    context = config.train.context_length
-    text_rows = pack_documents(tokenizer, documents, context)  # (rows, T)
-    heldout = heldout_rows(tokenizer, stories, context)  # (rows, T)
-    ordinary_ids = ordinary_token_ids(tokenizer)
-    save_file({"tokens": heldout}, heldout_file(suite_dir))
+    tokenizer, prepared = config.data.prepare(config.seed)
+    save_file({"tokens": prepared.heldout}, heldout_file(suite_dir))
     for spec in config.models:
         tokenizer.save_pretrained(suite_dir / spec.name)
-    jobs = [
-        (spec, config, text_rows, heldout, ordinary_ids, len(tokenizer), suite_dir / spec.name, i)
-        for i, spec in enumerate(config.models)
-    ]
+    jobs = [(spec, config, prepared, suite_dir / spec.name, i) for i, spec in enumerate(config.models)]
     scores = _run_jobs(jobs, config.train.device)
     for spec in config.models:
         for step in config.train.steps:
@@ -227,8 +259,9 @@ def _build(config: ToySuiteConfig, suite_dir: Path) -> None:
         "models": [spec.name for spec in config.models],
         "steps": list(config.train.steps),
         "seed": config.seed,
-        "corpus_sha256": hashlib.sha256(text_rows.numpy().tobytes() + heldout.numpy().tobytes()).hexdigest(),
-        "corpus_tokens": {"train": text_rows.numel(), "heldout": heldout.numel()},
+        "data_sha256": prepared.fingerprint,
+        "scoring": dataclasses.asdict(config.scoring),
+        "tasks": None if config.tasks is None else dataclasses.asdict(config.tasks),
         "elapsed_s": round(time.perf_counter() - start, 1),
         "checkpoint_scores": dict(zip([spec.name for spec in config.models], scores)),
     }
@@ -262,10 +295,10 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _train_and_score(
-    spec: ToyModelSpec, config: ToySuiteConfig, text_rows: torch.Tensor, heldout: torch.Tensor,
-    ordinary_ids: torch.Tensor, vocab_size: int, model_dir: Path, position: int,
-) -> list[dict]:
-    seed = config.seed * 1000 + position  # models differ in initialisation, not in data order alone
-    train_model(spec, config.train, seed, text_rows, ordinary_ids, vocab_size, model_dir, position)
-    return score_checkpoints(model_dir, config.train.steps, ordinary_ids, heldout, config.probe, config.train.device)
+def _train_and_score(spec: ToyModelSpec, config: ToySuiteConfig, prepared: PreparedData, model_dir: Path,
+                     position: int) -> list[dict]:
+    seed = config.seed * 1000 + position  # models differ in initialisation and data order
+    batches = config.data.batches(prepared, seed)
+    train_model(spec, config.train, seed, batches, prepared.vocab_size, config.data.context_length, model_dir, position)
+    return score_checkpoints(model_dir, config.train.steps, prepared.ordinary_ids, prepared.heldout, config.probe,
+                             config.train.device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,19 @@ from dynamics.adapters import load_model
 from dynamics.errors import InputError
 from dynamics.scorers.induction import InductionConfig, make_probe, score_induction
 from dynamics.scorers.token_loss import TOKEN_LOSS_METRIC, token_loss_score
-from dynamics.toy.corpus import repeated_span_rows
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """What a suite's data generator made once, in the parent process, for every model it trains."""
+
+    vocab_size: int
+    ordinary_ids: Tensor  # ids the induction probe draws from
+    heldout: Tensor  # (rows, T): held-out rows for the ICL token-loss score, never trained on
+    text_rows: Tensor | None  # (rows, T): packed story text (story data only)
+    fingerprint: str  # sha256 of the generated tokens: equal configs give equal data on every machine
 
 
 @dataclass(frozen=True)
@@ -33,15 +44,18 @@ class ToyModelSpec:
     hidden_size: int = 64
     num_heads: int = 2
     num_layers: int = 2
+    rotary_fraction: float = 0.25  # Pythia's; each head's rotary dims must be a whole, even number
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise InputError(f"{self.name}: hidden_size {self.hidden_size} is not divisible by {self.num_heads} heads")
-        if (self.hidden_size // self.num_heads) % 8:
-            raise InputError(f"{self.name}: head width must be a multiple of 8 (25% of it rotates, in pairs)")
+        rotary = self.hidden_size // self.num_heads * self.rotary_fraction
+        if rotary != int(rotary) or int(rotary) % 2 or rotary < 2:
+            raise InputError(f"{self.name}: {self.rotary_fraction:g} of a {self.hidden_size // self.num_heads}-dim head "
+                             "is not a whole, even number of rotary dims (rotary dims rotate in pairs)")
 
     def hf_config(self, vocab_size: int, context_length: int) -> GPTNeoXConfig:
-        """Pythia's architecture at toy scale: parallel residual, rotary on 25% of head dims, untied."""
+        """Pythia's architecture at toy scale: parallel residual, partial rotary, untied unembedding."""
         return GPTNeoXConfig(
             vocab_size=vocab_size,
             hidden_size=self.hidden_size,
@@ -50,7 +64,8 @@ class ToyModelSpec:
             intermediate_size=4 * self.hidden_size,
             max_position_embeddings=context_length,
             use_parallel_residual=True,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                             "partial_rotary_factor": self.rotary_fraction},
             bos_token_id=0,
             eos_token_id=0,
             pad_token_id=1,
@@ -63,33 +78,23 @@ class ToyModelSpec:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation and data mix shared by every model of a suite.
+    """Optimisation shared by every model of a suite: AdamW, linear warmup, then a constant rate.
 
-    Each batch holds `repeat_rows` repeated-span rows (the induction signal) and `text_rows` rows of
-    stories and few-shot prompts. Text is kept a small share on purpose: in our width-64, 2-head runs,
-    0 text rows per 32 repeated rows put the induction jump at steps 1,100-1,500 (three seeds), 2 rows
-    at ~2,300, and 8 rows had not jumped by step 3,000. Learning rate: linear warmup, then constant;
-    no weight decay, no clipping (runs with cosine decay, decay 0.01 and clipping at 1.0 had not jumped
-    by step 3,000 either).
+    No clipping: in our width-64 runs cosine decay, weight decay 0.01 and clipping at 1.0 each delayed the
+    induction jump past step 3,000 on the story data (docs/methods.md, "The toy suites").
     """
 
     steps: tuple[int, ...]  # checkpoint steps, sorted; the last is the training length
-    repeat_rows: int = 32
-    text_rows: int = 2
-    context_length: int = 128
-    min_span: int = 4  # segment lengths of the repeated-span rows
-    max_span: int = 50
     learning_rate: float = 3e-3
     warmup_steps: int = 50
+    weight_decay: float = 0.0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.repeat_rows < 0 or self.text_rows < 0 or self.repeat_rows + self.text_rows == 0:
-            raise InputError(f"need a non-empty batch (repeat_rows={self.repeat_rows}, text_rows={self.text_rows})")
         if self.warmup_steps < 1:
             raise InputError(f"warmup_steps must be at least 1 (got {self.warmup_steps})")
-        if not 1 <= self.min_span <= self.max_span:
-            raise InputError(f"need 1 ≤ min_span ≤ max_span (got {self.min_span}, {self.max_span})")
+        if self.weight_decay < 0:
+            raise InputError(f"weight_decay must be at least 0 (got {self.weight_decay})")
 
     @property
     def total_steps(self) -> int:
@@ -99,37 +104,27 @@ class TrainSettings:
         return self.learning_rate * min(1.0, (step + 1) / self.warmup_steps)
 
 
-def sample_batch(
-    generator: torch.Generator, text_rows: Tensor, ordinary_ids: Tensor, bos_id: int, settings: TrainSettings
-) -> Tensor:
-    """(repeat_rows + text_rows, T) ids: repeated-span rows, then text rows drawn with replacement."""
-    repeated = repeated_span_rows(
-        generator, ordinary_ids, bos_id, settings.repeat_rows, settings.context_length,
-        settings.min_span, settings.max_span,
-    )
-    picks = torch.randint(0, len(text_rows), (settings.text_rows,), generator=generator)
-    return torch.cat([repeated, text_rows[picks]])
-
-
 def train_model(
     spec: ToyModelSpec,
     settings: TrainSettings,
     seed: int,
-    text_rows: Tensor,
-    ordinary_ids: Tensor,
+    batches: Callable[[int], Tensor],
     vocab_size: int,
+    context_length: int,
     model_dir: Path,
     bar_position: int = 0,
 ) -> None:
-    """Train `spec` from `seed` and write `model_dir/step<N>/` (safetensors) for every step in settings."""
+    """Train `spec` from `seed` on `batches(step)` and write `model_dir/step<N>/` for every step in settings."""
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     device = torch.device(settings.device)
-    model = GPTNeoXForCausalLM(spec.hf_config(vocab_size, settings.context_length)).to(device)
+    model = GPTNeoXForCausalLM(spec.hf_config(vocab_size, context_length)).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
+    matrices = [p for p in model.parameters() if p.ndim >= 2]  # weight decay on matrices only, as usual
+    others = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": settings.weight_decay},
+                                   {"params": others, "weight_decay": 0.0}],
+                                  lr=settings.learning_rate, betas=(0.9, 0.95))
     save_at = set(settings.steps)
-    bos_id = model.config.bos_token_id
     for step in tqdm(range(settings.total_steps + 1), desc=spec.name, position=bar_position, leave=True):
         if step in save_at:
             model.save_pretrained(model_dir / f"step{step}")
@@ -137,7 +132,7 @@ def train_model(
             break
         for group in optimizer.param_groups:
             group["lr"] = settings.learning_rate_at(step)
-        batch = sample_batch(generator, text_rows, ordinary_ids, bos_id, settings).to(device)  # (batch, T)
+        batch = batches(step).to(device)  # (batch, T)
         loss = model(input_ids=batch, labels=batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

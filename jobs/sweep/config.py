@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from dynamics.errors import InputError
 from dynamics.home import dynamics_home
+from dynamics.sources.revisions import compile_pattern
 
 DEVICES = ("auto", "cpu", "cuda")
 # options that may accompany --rerun: where the run is stored, and whether to rescore what is done
@@ -33,8 +35,15 @@ class SweepConfig:
     # what to sweep (neither models nor local: the embedded toy suite)
     models: tuple[str, ...] = ()  # Hugging Face model ids
     local: tuple[str, ...] = ()  # folders of step<N>/ checkpoints (absolute paths)
+    names: tuple[str, ...] = ()  # one per --local, in order: stored as 'local/<name>'; () = each folder's name
+    skip_unparsed: bool = False  # leave out (and list) --local folders whose names give no step
     steps: str = "all"  # 'all', a list '0,1,1000' or START:STOP[:STEP] over published steps
+    revision_pattern: str | None = None  # regex with a group (?P<step>…) naming the --model repos' checkpoints
+    revisions: tuple[str, ...] = ()  # the --model repos' checkpoint branches, listed; () = all that name a step
+    suite: str | None = None  # the configuration the swept runs are seeds of (models.suite)
+    seeds: tuple[int, ...] = ()  # one per --model then --local, in order (models.seed)
     toy_preset: str = "default"
+    toy_seeds: tuple[int, ...] = ()  # the toy suite trained with each of these seeds; () = the preset's own
     # how to score
     tasks_dir: str | None = None  # Todd-format task folder; None: the built-in tasks
     fv: bool = True
@@ -88,6 +97,7 @@ class SweepConfig:
                             "use --shots 1 or more, or --no-fv for zero-shot accuracy only")
         if self.steps != "all" and not (self.models or self.local):
             problems.append("--steps needs --model or --local; the default toy sweep scores every toy checkpoint")
+        problems += self._run_problems()
         if self.token_loss_positions is not None:
             early, late = self.token_loss_positions
             if not 0 <= early < late:
@@ -95,6 +105,38 @@ class SweepConfig:
         if self.tasks_dir is not None and not Path(self.tasks_dir).is_dir():
             problems.append(f"task folder {self.tasks_dir} does not exist; pass a Todd-format folder with "
                             "abstractive/ and extractive/")
+        return problems
+
+    def _run_problems(self) -> list[str]:
+        """Problems with which checkpoints of which runs to sweep: revision names, suites and seeds."""
+        problems = []
+        if (self.revision_pattern is not None or self.revisions) and not self.models:
+            problems.append("--revision-pattern and --revisions name Hub revisions: they need --model")
+        if self.revision_pattern is not None:
+            try:
+                compile_pattern(self.revision_pattern)
+            except InputError as err:
+                problems.append(str(err))
+        if self.revisions and self.steps != "all":
+            problems.append("--revisions and --steps conflict: list the revisions or select steps, not both")
+        if len(set(self.revisions)) != len(self.revisions) or not all(self.revisions):
+            problems.append(f"--revisions must name distinct, non-empty revisions (got {','.join(self.revisions)})")
+        n_runs = len(self.models) + len(self.local)
+        if self.seeds and len(self.seeds) != n_runs:
+            problems.append(f"--seed is given {len(self.seeds)} time(s) for {n_runs} run(s); give one per --model "
+                            "and --local, in that order")
+        problems += _name_problems(self.names, self.local)
+        if (self.suite is not None or self.seeds) and self.is_toy:
+            problems.append("--suite and --seed describe --model or --local runs; the toy suite takes --toy-seeds")
+        if self.suite is not None and not self.suite.strip():
+            problems.append("--suite must be a non-empty name")
+        if self.toy_seeds and not self.is_toy:
+            problems.append("--toy-seeds trains the embedded toy suite; it conflicts with --model and --local")
+        for flag, seeds in (("--seed", self.seeds), ("--toy-seeds", self.toy_seeds)):
+            if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+                problems.append(f"{flag} takes non-negative integers (got {', '.join(map(str, seeds))})")
+        if len(set(self.toy_seeds)) != len(self.toy_seeds):
+            problems.append(f"--toy-seeds lists a seed twice ({','.join(map(str, self.toy_seeds))})")
         return problems
 
     @property
@@ -114,7 +156,7 @@ class SweepConfig:
             raise InputError(f"stored sweep config has fields this version does not know ({', '.join(unknown)}); "
                              "rerun it with the code version recorded in its run")
         values = dict(fields)
-        for name in ("models", "local", "token_loss_positions"):
+        for name in ("models", "local", "names", "token_loss_positions", "revisions", "seeds", "toy_seeds"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
         return cls(**values)
@@ -147,13 +189,19 @@ class SweepConfig:
             stored = cls.from_run(warehouse, given["rerun"])
             return dataclasses.replace(stored, warehouse=str(warehouse), force=given.get("force", stored.force))
         fields: dict = {}
-        renamed = {"model": "models", "tasks": "tasks_dir"}
+        renamed = {"model": "models", "tasks": "tasks_dir", "seed": "seeds"}
         negated = {"no_fv": "fv", "no_icl": "icl", "no_report": "report"}
         for name, value in given.items():
             if name in negated:
                 fields[negated[name]] = not value
             elif name == "token_loss_positions":
                 fields[name] = parse_positions(value)
+            elif name in ("revisions", "toy_seeds"):
+                fields[name] = parse_list(value, f"--{name.replace('_', '-')}", int if name == "toy_seeds" else str)
+            elif name == "seed":
+                fields["seeds"] = tuple(value)
+            elif name == "name":
+                fields["names"] = tuple(value)
             elif name in ("model", "local"):
                 fields[renamed.get(name, name)] = tuple(str(Path(v).resolve()) if name == "local" else v for v in value)
             elif name in ("tasks", "heldout", "warehouse", "report_dir", "cache_dir"):
@@ -163,6 +211,23 @@ class SweepConfig:
         return cls(**fields)
 
 
+def _name_problems(names: tuple[str, ...], local: tuple[str, ...]) -> list[str]:
+    """--name: one per --local, each a plain name (stored as 'local/<name>'), no two alike."""
+    if not names:
+        return []
+    problems = []
+    if len(names) != len(local):
+        problems.append(f"--name is given {len(names)} time(s) for {len(local)} --local run(s); give one per --local, "
+                        "in the same order")
+    bad = [name for name in names if not re.fullmatch(r"[A-Za-z0-9][\w.+-]*", name)]
+    if bad:
+        problems.append(f"--name takes plain names of letters, digits and . _ + - (got {', '.join(map(repr, bad))}); "
+                        "each is stored as local/<name>")
+    if len(set(names)) != len(names):
+        problems.append(f"--name lists a name twice ({', '.join(names)}): two runs would share an id")
+    return problems
+
+
 def parse_positions(spec: str) -> tuple[int, int]:
     """'50,500' → (50, 500)."""
     try:
@@ -170,6 +235,15 @@ def parse_positions(spec: str) -> tuple[int, int]:
     except ValueError as err:
         raise InputError(f"--token-loss-positions {spec!r} is not EARLY,LATE (two integers, e.g. 50,500)") from err
     return early, late
+
+
+def parse_list(spec: str, flag: str, kind: type = str) -> tuple:
+    """'a,b,c' → ('a', 'b', 'c'); with kind=int, '0,1,2' → (0, 1, 2)."""
+    parts = [part.strip() for part in spec.split(",")]
+    try:
+        return tuple(kind(part) for part in parts if part)
+    except ValueError as err:
+        raise InputError(f"{flag} {spec!r} is not a comma list of {kind.__name__}s (e.g. 0,1,2)") from err
 
 
 def default_warehouse() -> Path:
@@ -208,10 +282,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--model", action="append", metavar="NAME", default=skip,
                        help="Hugging Face model id, e.g. EleutherAI/pythia-160m-deduped (repeatable)")
     where.add_argument("--local", action="append", metavar="DIR", default=skip,
-                       help="a local run: a folder of step<N>/ checkpoints in save_pretrained layout (repeatable)")
+                       help="a local run: a folder of step<N>/ (save_pretrained) or checkpoint-<N>/ (Trainer) "
+                            "checkpoints (repeatable)")
+    where.add_argument("--name", action="append", metavar="NAME", default=skip,
+                       help="the id of each --local run, in order, stored as local/NAME (default: local/<folder "
+                            "name>; a folder name the warehouse holds for another folder is refused)")
+    where.add_argument("--skip-unparsed", action="store_true", default=skip,
+                       help="leave out --local subfolders whose names give no step (stepX, two folders for one "
+                            "step), listing them, instead of stopping")
     where.add_argument("--steps", default=skip,
                        help="'all', a list '0,1,1000', or START:STOP[:STEP] over published steps (default: all)")
+    where.add_argument("--revision-pattern", metavar="REGEX", default=skip,
+                       help="which --model branches are checkpoints: a regex the whole branch name matches, with a "
+                            r"named group for the step, e.g. 'run-(?P<step>\d+)' (default: the built-in patterns, "
+                            "step<N>, step<N>-tokens<B>B, stage1-step<N>-tokens<B>B, ckpt_<N>, checkpoint-<N>)")
+    where.add_argument("--revisions", metavar="A,B,C", default=skip,
+                       help="the --model checkpoint branches to sweep, listed (default: every branch naming a step)")
+    where.add_argument("--suite", metavar="NAME", default=skip,
+                       help="the configuration the swept runs are seeds of, for the seed views (default: known "
+                            "suites such as PolyPythia's -seed<N> repos are recognised)")
+    where.add_argument("--seed", action="append", type=int, metavar="N", default=skip,
+                       help="the training seed of each --model, then each --local run, in order (repeatable)")
     where.add_argument("--toy-preset", default=skip, help="toy suite preset for the default run (default: default)")
+    where.add_argument("--toy-seeds", metavar="N,N", default=skip,
+                       help="train and sweep the toy suite once per seed, e.g. 0,1,2 (default: the preset's own seed)")
     where.add_argument("--rerun", metavar="RUN_ID", default=skip,
                        help="repeat a stored run exactly, with the config in the warehouse's runs table")
     what = parser.add_argument_group("how to score")

@@ -7,16 +7,22 @@ restarted by Ray and its checkpoint retried; a checkpoint that raises is recorde
 sweep goes on.
 
 Ray is imported when a sweep starts, not when this module is: a local Ray must see its environment
-(`LOCAL_ONLY_ENV`) before `import ray` reads it.
+(`LOCAL_ONLY_ENV`) before `import ray` reads it. A local Ray is shut down when the sweep ends, and a
+watchdog (`jobs.sweep.watchdog`) kills what is left of it if the driver dies without doing so (kill -9).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -25,6 +31,7 @@ from dynamics.errors import InputError
 from jobs.sweep.config import SweepConfig
 from jobs.sweep.plan import WorkItem
 from jobs.sweep.targets import ModelTarget
+from jobs.sweep.watchdog import SESSION_ENV
 from jobs.sweep.worker import ScoringWorker, WorkResult
 from jobs.sweep.writer import ResultWriter, Summary, check_systematic_failure
 
@@ -36,10 +43,12 @@ ACTOR_RESTART_TIMEOUT_S = 300.0
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def start_ray(address: str | None):
-    """Join the cluster at `address` (or $RAY_ADDRESS, as `ray job submit` sets), else start a local Ray.
+@contextmanager
+def running_ray(address: str | None):
+    """Ray for the length of the block: the cluster at `address` (or $RAY_ADDRESS, as `ray job submit` sets),
+    else a local Ray, shut down on the way out (an error and Ctrl-C included) and watched by a watchdog.
 
-    Returns the `ray` module.
+    Yields the `ray` module.
     """
     joining = bool(address or os.environ.get("RAY_ADDRESS"))
     if not joining:
@@ -49,18 +58,43 @@ def start_ray(address: str | None):
         os.environ.setdefault(LOCAL_ONLY_ENV, "0")  # read by `import ray` here and by the processes Ray starts
     import ray
 
-    if ray.is_initialized():
-        return ray
-    if joining:
-        ray.init(address=address or "auto", log_to_driver=False)
-        return ray
-    ray.init(
-        include_dashboard=False,
-        log_to_driver=False,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}},
-    )
-    return ray
+    if ray.is_initialized():  # started by the caller (a notebook, a test): theirs to stop
+        yield ray
+        return
+    sigterm = signal.getsignal(signal.SIGTERM)
+    watchdog = None
+    try:
+        if joining:
+            ray.init(address=address or "auto", log_to_driver=False)
+        else:
+            watchdog = start_watchdog()  # before ray.init: every process Ray starts inherits its session marker
+            ray.init(
+                include_dashboard=False,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+                runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}},
+            )
+        # ray.init replaces the SIGTERM handler with one whose exit dumps a C++ stack; keep the caller's (the
+        # command line's: SIGTERM ends the sweep like Ctrl-C)
+        if threading.current_thread() is threading.main_thread() and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
+        yield ray
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if watchdog is not None:
+            watchdog.stdin.close()  # the watchdog kills whatever of this Ray is left, and exits
+            watchdog.wait()
+
+
+def start_watchdog() -> subprocess.Popen:
+    """Start `jobs.sweep.watchdog` for a new session marker, which this process's children will inherit."""
+    session = uuid.uuid4().hex
+    os.environ[SESSION_ENV] = session
+    script = Path(__file__).with_name("watchdog.py")
+    return subprocess.Popen([sys.executable, str(script), session], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": ""})
 
 
 def start_actors(ray, targets: list[ModelTarget], config: SweepConfig, n_items: int) -> list:
@@ -109,7 +143,12 @@ def wait_for_restart(ray, actor, timeout_s: float = ACTOR_RESTART_TIMEOUT_S) -> 
 def sweep(todo: list[WorkItem], targets: list[ModelTarget], warehouse: Path, run_id: str, config: SweepConfig,
           summary: Summary) -> None:
     """Score `todo` on Ray actors and write every result as it arrives."""
-    ray = start_ray(config.address)
+    with running_ray(config.address) as ray:
+        _sweep(ray, todo, targets, warehouse, run_id, config, summary)
+
+
+def _sweep(ray, todo: list[WorkItem], targets: list[ModelTarget], warehouse: Path, run_id: str, config: SweepConfig,
+           summary: Summary) -> None:
     writer = ResultWriter(warehouse, targets, run_id, summary)
     actors = start_actors(ray, targets, config, len(todo))
     deaths = _actor_deaths(ray)

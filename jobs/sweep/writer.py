@@ -95,7 +95,8 @@ class ResultWriter:
         item, sha = result.item, result.checkpoint["weights_sha256"]
         target = self.targets[item.model_id]
         if item.model_id not in self.models_written and result.model_info:
-            writes.upsert_model(self.warehouse, model=item.model_id, source=target.source, **result.model_info)
+            writes.upsert_model(self.warehouse, model=item.model_id, source=target.source, suite=target.suite,
+                                seed=target.seed, **result.model_info)
             self.models_written.add(item.model_id)
         prompts = None if target.settings_hash in self.prompts_written else result.scored.prompts
         writes.write_checkpoint(

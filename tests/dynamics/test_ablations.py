@@ -278,3 +278,17 @@ def test_config_validation() -> None:
     settings = AblationConfig().settings()
     assert settings["fractions"] == (0.01, 0.03, 0.05, 0.07, 0.09, 0.15, 0.2)
     assert settings["token_loss_ablation"]["mean"] == "bos_output_all_positions"
+
+
+def test_rankings_take_only_heads_that_qualify() -> None:
+    """With standard errors, a ranking may only ablate heads that are heads of its kind (floor and z)."""
+    scores = {"induction": torch.tensor([[0.5, 0.3], [0.1, 0.05]]), "fv": torch.tensor([[0.002, 0.2], [0.05, 0.0005]])}
+    stderr = {"induction": torch.full((2, 2), 0.01), "fv": torch.tensor([[0.0001, 0.1], [0.001, 0.0001]])}
+    config = AblationConfig(fractions=(1.0, 3.0), rankings=("induction", "fv"), exclude_fraction=1)
+    cells = {(c.ranking, c.fraction, c.exclusion): c.heads for c in plan_ablations(scores, config, stderr)}
+    # FV: (0, 1) scores 0.2 but only 2 standard errors; (1, 1) is below the 0.001 floor
+    assert cells[("fv", 1.0, False)] == ((1, 0),)
+    assert cells[("fv", 3.0, False)] == ((1, 0), (0, 0))  # fewer heads than asked for: only two qualify
+    assert cells[("fv", 3.0, True)] == ((1, 0),)  # the top qualifying induction head (0, 0) kept out
+    assert cells[("induction", 3.0, False)] == ((0, 0), (0, 1))  # 0.1 and 0.05 are below the 0.25 floor
+    assert plan_ablations(scores, config)[-1].heads == ((0, 1), (1, 0), (1, 1))  # without stderr: every head ranks

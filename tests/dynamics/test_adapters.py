@@ -13,8 +13,10 @@ from transformers import (
     LlamaForCausalLM,
 )
 
-from dynamics.adapters import LoadedModel, from_module
+from dynamics.adapters import LoadedModel, check_architecture, from_module, norm_rule
+from dynamics.errors import InputError
 from tests.dynamics.attention_probe import returns_attention_weights
+from tests.dynamics.families import LLAMA_LAYOUT_FAMILIES, tiny_llama_layout_model
 
 FAMILY_MODELS = {
     "gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(
@@ -26,6 +28,9 @@ FAMILY_MODELS = {
         vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=64, initializer_range=0.3,
     )),
+    **{family: lambda family=family: tiny_llama_layout_model(
+        family, vocab_size=40, n_layers=2, n_heads=4, d_model=32, n_positions=64, initializer_range=0.3)
+       for family in LLAMA_LAYOUT_FAMILIES},
 }
 
 
@@ -51,3 +56,39 @@ def test_captured_attention_equals_eager_output_attentions(family):
         assert captured[layer].shape == (3, loaded.n_heads, 12, 12)
         torch.testing.assert_close(captured[layer], expected[layer])
     assert not torch.allclose(captured[0], captured[1])  # each layer its own pattern, not one repeated
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_MODELS))
+def test_norm_rule_reproduces_the_final_norm(family):
+    loaded = tiny_model(family)
+    norm = loaded.model.get_submodule(loaded.family.final_norm)
+    with torch.no_grad():
+        for parameter in norm.parameters():  # gains and biases away from 1 / 0, so leaving one out shows
+            parameter.add_(0.3 * torch.randn_like(parameter))
+        hidden = 2 + 3 * torch.randn(5, loaded.d_model)  # off-centre, so centring matters
+        rule = norm_rule(norm)
+        centred = hidden - hidden.mean(-1, keepdim=True) if rule.centres else hidden
+        expected = centred / (centred.pow(2).mean(-1, keepdim=True) + rule.eps).sqrt()
+        bias = getattr(norm, "bias", None)
+        expected = expected * (1 if rule.weight is None else rule.weight) + (0 if bias is None else bias)
+        torch.testing.assert_close(norm(hidden), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_head_width_and_context_come_from_the_config():
+    loaded = from_module(tiny_llama_layout_model("mistral", vocab_size=40, n_layers=1, n_heads=4, d_model=32,
+                                                 n_positions=64, initializer_range=0.3))
+    assert (loaded.d_model, loaded.n_heads, loaded.d_head) == (32, 4, 16)  # head_dim set apart from 32 / 4
+    assert loaded.o_proj_weight(0).shape == (32, 64)
+    assert loaded.n_ctx == 64
+    loaded.model.config.sliding_window = 16  # the fast FV path attends to the whole prefix: stay inside the window
+    assert loaded.n_ctx == 16
+
+
+def test_an_unknown_architecture_is_named_before_any_weights_load(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"model_type": "mamba", "hidden_size": 32}')
+    with pytest.raises(InputError, match=r"^org/tiny-mamba: model type 'mamba' has no adapter; supported: gpt2, "
+                                         r"gpt_neox, llama, mistral, olmo, olmo2, qwen2 \(from config.json\)$"):
+        check_architecture(config, "org/tiny-mamba")
+    config.write_text('{"model_type": "olmo2"}')
+    assert check_architecture(config, "org/tiny-olmo2") == "olmo2"

@@ -371,3 +371,29 @@ def test_budget_evicts_least_recently_released_and_ignores_dead_markers(ckpt_tin
     assert snapshot_names(cache, OTHER_REPO) == {commits[r] for r in ("step0", "step1", "step16")}
     assert not stale.exists()
     assert scan_cache_dir(cache).size_on_disk <= total - 1
+
+
+NAMED_SCRIPT = """
+    import json, sys
+    from pathlib import Path
+    from dynamics.sources.checkpoints import HubSource
+
+    cache = Path(sys.argv[1])
+    source = HubSource("allenai/OLMo-tiny", cache_dir=cache, steps={"step16-tokens1B": 16})
+    config = source.fetch_config("step16-tokens1B")
+    fetched = source.fetch("step16-tokens1B")
+    print(json.dumps({"revisions": source.list_revisions(), "config": str(config), "step": fetched.step,
+                      "unnamed_step": source.fetch("main").step}))
+"""
+
+
+def test_hub_source_lists_any_naming_and_fetches_config_alone(ckpt_tiny_run, tmp_path):
+    cache = tmp_path / "hub"
+    root = ckpt_tiny_run.root
+    commits = build_hub_cache(cache, "allenai/OLMo-tiny", {"step16-tokens1B": root / "step16", "main": root / "step16",
+                                                           "checkpoint-2": root / "step2"})
+    out = run_offline(tmp_path, NAMED_SCRIPT, cache)
+    assert out["revisions"] == ["checkpoint-2", "main", "step16-tokens1B"]  # every cached branch and tag
+    assert out["config"] == str(repo_folder(cache, "allenai/OLMo-tiny") / "snapshots" / commits["step16-tokens1B"]
+                                / "config.json")
+    assert (out["step"], out["unnamed_step"]) == (16, None)  # the step the sweep's naming gave the revision

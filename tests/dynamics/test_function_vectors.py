@@ -28,6 +28,7 @@ from dynamics.tasks.builtin import builtin_tasks
 from dynamics.tasks.prompts import PromptSet, TaskPrompts, build_prompt_set, encode_prompt_set
 from dynamics.toy.tokenizer import train_tokenizer
 from tests.dynamics.attention_probe import returns_attention_weights
+from tests.dynamics.families import LLAMA_LAYOUT_FAMILIES, tiny_llama_layout_model
 
 # Prompt lengths differ across these tasks (one word, a 5-word list, a capitalised word).
 NAMES = ["antonym", "choose_middle_of_5", "capitalize"]
@@ -61,6 +62,9 @@ def make_model(family: str, vocab_size: int, n_positions: int = 256) -> LoadedMo
     elif family == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(
             n_embd=D_MODEL, n_layer=N_LAYERS, n_head=N_HEADS, n_positions=n_positions, **common))
+    elif family in LLAMA_LAYOUT_FAMILIES:
+        model = tiny_llama_layout_model(family, n_layers=N_LAYERS, n_heads=N_HEADS, d_model=D_MODEL,
+                                        n_positions=n_positions, **common)
     else:  # grouped-query attention: 4 query heads share 2 key/value heads
         model = LlamaForCausalLM(LlamaConfig(
             hidden_size=D_MODEL, num_hidden_layers=N_LAYERS, num_attention_heads=N_HEADS, num_key_value_heads=2,
@@ -68,7 +72,7 @@ def make_model(family: str, vocab_size: int, n_positions: int = 256) -> LoadedMo
     return from_module(model)
 
 
-@pytest.mark.parametrize("family", ["gpt_neox", "gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt_neox", "gpt2", "llama", *LLAMA_LAYOUT_FAMILIES])
 def test_fast_equals_reference_on_every_head(family: str, prompt_set: PromptSet, tokenizer) -> None:
     model = make_model(family, len(tokenizer))
     config = FunctionVectorConfig(batch_size=2)  # batches mix tasks and prompt lengths (right padding)

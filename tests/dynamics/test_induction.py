@@ -28,6 +28,7 @@ from dynamics.scorers.induction import (
 )
 from dynamics.toy.tokenizer import BOS_TEXT, train_tokenizer
 from tests.dynamics.attention_probe import returns_attention_weights
+from tests.dynamics.families import LLAMA_LAYOUT_FAMILIES, tiny_llama_layout_model
 
 REPEAT = 50  # the reference's r length, so the closed forms of docs/methods.md, "Pattern score formula" apply as written
 T = 1 + 2 * REPEAT
@@ -156,6 +157,8 @@ def random_model(family: str, vocab_size: int = 40, n_positions: int = 64) -> Lo
         ))
     elif family == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=n_positions, **common))
+    elif family in LLAMA_LAYOUT_FAMILIES:
+        model = tiny_llama_layout_model(family, n_layers=2, n_heads=4, d_model=32, n_positions=n_positions, **common)
     else:
         model = LlamaForCausalLM(LlamaConfig(
             hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -169,12 +172,17 @@ def random_model(family: str, vocab_size: int = 40, n_positions: int = 64) -> Lo
 
 
 def _norm_linear_map(norm: nn.Module, hidden: Tensor) -> Callable:
-    """o ↦ γ ⊙ P(o) / σ, with σ read off the norm module's own output for `hidden` (d_model,)."""
-    centres = isinstance(norm, nn.LayerNorm)
+    """o ↦ γ ⊙ P(o) / σ, with σ read off the norm module's own output for `hidden` (d_model,).
+
+    Whether the norm centres (P) is read off its behaviour too: a LayerNorm ignores a constant shift.
+    """
+    centres = torch.allclose(norm(hidden + 1.0), norm(hidden), atol=1e-5)
     centre = (lambda v: v - v.mean()) if centres else (lambda v: v)
     bias = norm.bias if getattr(norm, "bias", None) is not None else 0.0
-    sigma = (norm.weight * centre(hidden)).norm() / (norm(hidden) - bias).norm()
-    return lambda o: norm.weight * centre(o) / sigma
+    gain = getattr(norm, "weight", None)
+    gain = torch.ones_like(hidden) if gain is None else gain  # OLMo's final LayerNorm has no parameters
+    sigma = (gain * centre(hidden)).norm() / (norm(hidden) - bias).norm()
+    return lambda o: gain * centre(o) / sigma
 
 
 def loop_scores(loaded: LoadedModel, tokens: Tensor, lengths: Tensor | None = None) -> HeadScores:
@@ -248,7 +256,7 @@ def small_probe(vocab_size: int, n_sequences: int = 5, repeat_len: int = 8) -> t
     return make_probe(torch.arange(2, min(vocab_size, 14)), 0, config), config
 
 
-@pytest.mark.parametrize("family", ["gpt_neox", "gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt_neox", "gpt2", "llama", *LLAMA_LAYOUT_FAMILIES])
 def test_batched_scores_equal_the_per_sequence_loop(family):
     loaded = random_model(family)
     probe, config = small_probe(loaded.vocab_size)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dynamics.tasks.base import IclPrompt, IclTask, Template
+from dynamics.tasks.base import IclPrompt, IclTask
 from dynamics.tasks.builtin import builtin_tasks
 from dynamics.tasks.prompts import EncodedPrompt, PromptSet, build_prompt_set, encode_prompt_set, padded_batch
 from dynamics.toy.tokenizer import train_tokenizer
@@ -37,7 +37,7 @@ def test_prompts_follow_the_reference_template_and_tokenization(tasks, tokenizer
     for task in prompt_set.tasks:
         assert (len(task.clean), len(task.corrupted)) == (4, 5)
         for encoded in task.clean + task.corrupted:
-            text = encoded.prompt.text(Template(), "<|endoftext|>")
+            text = encoded.prompt.text("<|endoftext|>")
             assert text.startswith("<|endoftext|>Q: ") and text.endswith("\nA:")
             assert list(encoded.input_ids) == tokenizer(text, add_special_tokens=False)["input_ids"]
             assert encoded.input_ids[0] == 0  # the BOS text is id 0, as for GPT-NeoX

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamics.tasks.base import IclTask, Template, sample_prompts, split_rows
+from dynamics.tasks.base import IclTask, sample_prompts, split_rows
 from dynamics.tasks.builtin import builtin_tasks
 from dynamics.tasks.todd import REFERENCE_FV_TASKS, load_task_dir
 
@@ -113,7 +113,7 @@ def test_sample_prompts_draws_train_demos_and_valid_queries() -> None:
         assert len(set(p.demonstrations)) == 10 and set(p.demonstrations) <= set(task.train)
         assert (p.query, p.target) in task.valid
     assert {p.query for p in prompts} == {"q0", "q1"}
-    text = prompts[0].text(Template(), "<|endoftext|>")
+    text = prompts[0].text("<|endoftext|>")
     x, y = prompts[0].demonstrations[0]
     assert text.startswith(f"<|endoftext|>Q: {x}\nA: {y}\n\n") and text.endswith(f"Q: {prompts[0].query}\nA:")
 

@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerFast
 
 from dynamics.adapters import load_model
 from dynamics.scorers.induction import InductionConfig, make_probe, ordinary_token_ids, score_induction
-from dynamics.toy.corpus import CorpusConfig, repeated_span_rows
+from dynamics.toy.corpus import CorpusConfig, StoryData, repeated_span_rows
 from dynamics.toy.suite import MANIFEST, ToySuiteConfig, checkpoint_schedule, read_manifest, train_suite
 from dynamics.toy.train import ProbeSettings, ToyModelSpec, TrainSettings
 from jobs import cli
@@ -29,8 +29,8 @@ def rise_config() -> ToySuiteConfig:
     """
     return ToySuiteConfig(
         models=(ToyModelSpec("t-64d-2h", 64, 2, 2),),
-        train=TrainSettings(steps=checkpoint_schedule(1800, every=300), repeat_rows=32, text_rows=0),
-        corpus=SMALL_CORPUS,
+        train=TrainSettings(steps=checkpoint_schedule(1800, every=300)),
+        data=StoryData(corpus=SMALL_CORPUS, repeat_rows=32, text_rows=0),
         probe=PROBE,
     )
 
@@ -40,8 +40,8 @@ def short_config(seed: int = 0, two_models: bool = False) -> ToySuiteConfig:
     models = (ToyModelSpec("t-16d-2h", 16, 2, 1),) + ((ToyModelSpec("t-16d-1h", 16, 1, 1),) if two_models else ())
     return ToySuiteConfig(
         models=models,
-        train=TrainSettings(steps=(0, 1, 3), repeat_rows=2, text_rows=2),
-        corpus=CorpusConfig(n_stories=40, n_prompts=40, n_heldout_stories=16),
+        train=TrainSettings(steps=(0, 1, 3)),
+        data=StoryData(corpus=CorpusConfig(n_stories=40, n_prompts=40, n_heldout_stories=16), repeat_rows=2, text_rows=2),
         probe=ProbeSettings(induction=InductionConfig(n_sequences=4)),
         seed=seed,
     )
@@ -68,7 +68,7 @@ def test_manifest_and_layout(rise_suite: Path) -> None:
     assert manifest["config_hash"] == config.config_hash()
     assert manifest["models"] == ["t-64d-2h"]
     assert manifest["steps"] == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 600, 900, 1200, 1500, 1800]
-    assert len(manifest["corpus_sha256"]) == 64
+    assert len(manifest["data_sha256"]) == 64
     tokenizer = PreTrainedTokenizerFast.from_pretrained(rise_suite / "t-64d-2h")
     assert tokenizer.convert_ids_to_tokens([0, 1]) == ["<|endoftext|>", "<|padding|>"]
     assert tokenizer("<|endoftext|>Q: cat").input_ids[0] == 0
@@ -100,7 +100,7 @@ def test_same_seed_gives_identical_weights(tmp_path: Path) -> None:
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
-    assert read_manifest(first)["corpus_sha256"] == read_manifest(second)["corpus_sha256"]
+    assert read_manifest(first)["data_sha256"] == read_manifest(second)["data_sha256"]
 
 
 def test_cache_is_reused_and_protected(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_repeated_span_rows_copy_earlier_segments_at_varied_offsets() -> None:
 
 def test_config_errors_are_reported_together() -> None:
     with pytest.raises(ValueError, match=r"2 problem\(s\): models must be non-empty.*shorter than the induction probe"):
-        ToySuiteConfig(models=(), train=TrainSettings(steps=(0, 10), context_length=64),
+        ToySuiteConfig(models=(), train=TrainSettings(steps=(0, 10)), data=StoryData(context_length=64),
                        probe=ProbeSettings(early=1, late=20))
     with pytest.raises(ValueError, match="not divisible by 3 heads"):
         ToyModelSpec("x", 64, 3)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -25,6 +27,25 @@ def sweep_processes(dynamics_home: Path) -> dict[int, str]:
         except OSError:  # gone meanwhile, or a kernel thread
             continue
     return found
+
+
+def stop_processes(dynamics_home: Path, grace_s: float = 10.0) -> None:
+    """Stop one test's Ray: SIGTERM its processes (found by DYNAMICS_HOME), then SIGKILL those left after
+    `grace_s`. Never `ray stop`, which stops every Ray on the machine, other users' sweeps included."""
+    for pid in sweep_processes(dynamics_home):
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while (left := sweep_processes(dynamics_home)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 _SS_LINE = re.compile(r"LISTEN\s+\d+\s+\d+\s+(\S+):(\d+)\s+.*?users:\((.*)\)")

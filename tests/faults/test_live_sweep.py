@@ -146,7 +146,7 @@ def test_readers_never_fail_and_never_see_a_partial_checkpoint(live_sweep):
 
 
 def test_every_listener_of_a_local_ray_is_on_loopback(live_sweep):
-    """The driver, GCS, raylet, agents and workers all listen on 127.0.0.1 only (start_ray's doing:
+    """The driver, GCS, raylet, agents and workers all listen on 127.0.0.1 only (running_ray's doing:
     Ray 2.60 on Linux otherwise binds the machine's address or every interface), and no dashboard runs."""
     listeners, titles = live_sweep["listeners"], live_sweep["titles"]
     names = {name for *_, name, _ in listeners}

@@ -17,6 +17,7 @@ from dynamics.errors import InputError
 from dynamics.provenance import Provenance
 from dynamics.rows import checkpoint_metric_rows, head_score_rows, head_task_score_rows
 from dynamics.scorers.estimates import HeadScores
+from dynamics.sources.checkpoints import LocalSource
 from jobs.sweep import config as sweep_config
 from jobs.sweep.config import SweepConfig
 from jobs.sweep.plan import WorkItem, plan_work
@@ -146,10 +147,12 @@ def test_the_sweep_stops_when_every_checkpoint_fails_the_same_way(sweep_run_temp
 def test_plan_skips_what_the_warehouse_has_unless_forced(sweep_run_template, tmp_path):
     [target] = build_targets(SweepConfig(local=(str(sweep_run_template),), fv_prompts=2))
     warehouse = tmp_path / "w.duckdb"
-    ResultWriter(warehouse, [target], "run", Summary()).write(_result(target, 2, "sha2"))
-    todo, skipped = plan_work([target], warehouse, force=False)
-    assert skipped == 1 and [item.step for item in todo] == [s for s in RUN_STEPS if s != 2]
-    assert len(plan_work([target], warehouse, force=True)[0]) == len(RUN_STEPS)
+    sha = LocalSource(sweep_run_template).fetch("step2").weights_sha256  # done means: these settings, these weights
+    ResultWriter(warehouse, [target], "run", Summary()).write(_result(target, 2, sha))
+    plan = plan_work([target], warehouse, force=False)
+    assert plan.skipped == 1 and [item.step for item in plan.todo] == [s for s in RUN_STEPS if s != 2]
+    assert plan.changed == []
+    assert len(plan_work([target], warehouse, force=True).todo) == len(RUN_STEPS)
 
 
 def test_a_stored_run_is_rebuilt_exactly(sweep_run_template, tmp_path):

@@ -45,7 +45,8 @@ class SyntheticModel:
     ablations: bool = False
     stale_settings: bool = False  # also write an older scoring setup that the report must ignore
     failed_step: int | None = None  # a checkpoint row with status 'failed' and no scores
-    seed: int = 0
+    seed: int = 0  # of the generated scores; also models.seed when the model is one seed of a suite
+    suite: str | None = None
 
     @property
     def top_k(self) -> int:
@@ -158,7 +159,8 @@ def _models_frame(model: SyntheticModel) -> pl.DataFrame:
     return pl.DataFrame({
         "model": [model.name], "family": ["gpt_neox"], "source": ["local"], "n_layers": [model.n_layers],
         "n_heads": [model.n_heads], "d_model": [model.n_heads * model.d_head], "d_head": [model.d_head],
-    })
+        "suite": [model.suite], "seed": [model.seed if model.suite else None],
+    }, schema_overrides={"suite": pl.Utf8, "seed": pl.Int32})
 
 
 def _checkpoints_frame(model: SyntheticModel, settings_hash: str, scored_at: datetime) -> pl.DataFrame:

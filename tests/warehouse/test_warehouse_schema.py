@@ -24,7 +24,8 @@ TABLES = {"schema_version", "runs", "models", "checkpoints", "head_scores", "hea
           "checkpoint_metrics", "prompts", "ablations"}
 VIEWS = {"final_steps", "current_setups", "head_trajectories", "head_set_membership", "induction_to_fv_transitions",
          "mechanism_emergence", "head_strength", "head_dimensionality", "head_dimensionality_correlations",
-         "phase_change", "metric_inventory", "ablation_curves", "final_top_head_trajectories", "scored_models"}
+         "phase_change", "metric_inventory", "ablation_curves", "final_top_head_trajectories", "scored_models",
+         "suite_members", "seed_head_spread", "seed_strongest_heads", "seed_transitions", "seed_emergence"}
 
 
 def _objects(path: Path) -> dict[str, str]:
