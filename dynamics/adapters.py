@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from dynamics.errors import InputError, MissingInputError
+from dynamics.errors import InputError, MissingInputError, first_line
 
 
 @contextlib.contextmanager
@@ -353,8 +354,6 @@ def read_state_dict(weights_dir: Path) -> dict[str, Tensor]:
 
     An unreadable file raises a one-line ValueError naming that file (and its Hub-cache blob).
     """
-    import pickle
-
     import safetensors
     from safetensors.torch import load_file
 
@@ -406,6 +405,11 @@ def load_model(
         raise InputError(
             f"cannot load the checkpoint in {checkpoint_dir} ({err}); its weight file may be corrupt or truncated: "
             "fetch the revision again"
+        ) from err
+    except pickle.UnpicklingError as err:  # a .bin file that a weights-only load refuses: it holds code
+        raise InputError(
+            f"refused to load the checkpoint in {checkpoint_dir}: its .bin weights hold objects other than tensors "
+            f"({first_line(err)}); use a safetensors checkpoint or one from a source you trust"
         ) from err
     model = model.to(device)
     model.eval()

@@ -42,3 +42,9 @@ class UnknownNameError(UserError, KeyError):
 
     def __str__(self) -> str:  # KeyError's own str() quotes the message
         return str(self.args[0]) if self.args else ""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message without the detail lines libraries append (DuckDB's caret block, torch's advice)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -3,9 +3,10 @@
 `score_model` runs the sweep's own scorers on a transformers model and returns the rows the sweep
 would write for it, with the same provenance columns, as Polars frames:
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+    from dynamics.adapters import load_model
     from dynamics.notebook import score_model
-    scored = score_model(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path))
+    scored = score_model(load_model(path).model, AutoTokenizer.from_pretrained(path, trust_remote_code=False))
     scored.head_scores        # one row per (layer, head, metric): value, stderr, provenance
     scored.checkpoint_metrics  # few-shot accuracy (and the ICL token-loss score with heldout_tokens)
 

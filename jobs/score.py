@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from dynamics.errors import InputError
-from dynamics.sources.catalogue import step_for_revision
+from dynamics.sources.catalogue import is_catalogue_name, step_for_revision
 from jobs.sweep.config import SweepConfig, add_scoring_arguments
 from jobs.sweep.plan import WorkItem
 from jobs.sweep.targets import build_targets
@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="Hugging Face model id, e.g. EleutherAI/pythia-70m-deduped")
     source.add_argument("--local", type=Path, help="a local run: folder of step<N>/ checkpoints")
-    parser.add_argument("--revision", required=True, help="revision to score, e.g. step1000 (or main)")
+    parser.add_argument("--revision", required=True,
+                        help="revision to score, e.g. step1000 (or main), or the repo's own name for it, e.g. "
+                             "step20000-tokens84B")
     add_scoring_arguments(parser.add_argument_group("how to score (as for `dynamics sweep`)"))
     parser.add_argument("--cache-dir", type=Path, help="Hugging Face cache (default: HF's)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -27,15 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    step = step_for_revision(args.revision)
+    # a Hub repo outside the Pythia catalogue names its revisions its own way (dynamics.sources.revisions)
+    listed = args.model is not None and not is_catalogue_name(args.model)
+    selection = {"revisions": args.revision} if listed else {"steps": str(step_for_revision(args.revision))}
     scoring = {k: v for k, v in vars(args).items()
                if v is not None and k not in ("model", "local", "revision", "device", "out", "run", "command")}
     config = SweepConfig.from_args(argparse.Namespace(
-        **scoring, steps=str(step), **({"model": [args.model]} if args.model else {"local": [str(args.local)]}),
+        **scoring, **selection, **({"model": [args.model]} if args.model else {"local": [str(args.local)]}),
     ))
     [target] = build_targets(config)
     worker = ScoringWorker([target], args.device)
-    result = worker.score(WorkItem(target.model_id, target.revisions[0], step), None, {})
+    result = worker.score(WorkItem(target.model_id, target.revisions[0], target.steps[0]), None, {})
     if result.status == "failed":
         raise InputError(f"scoring {target.model_id} {args.revision} failed: {result.error}")
     rows = result.scored.head_scores

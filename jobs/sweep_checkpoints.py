@@ -90,7 +90,7 @@ def run_sweep(config: SweepConfig) -> int:
 def recorded_ending(warehouse: Path, run_id: str, progress) -> Iterator[None]:
     """Mark the run 'finished', 'interrupted' (printing `progress()`, what was done) or 'failed' with the error,
     however the block ends; the exception goes on up."""
-    from warehouse.db import first_line
+    from dynamics.errors import first_line
     from warehouse.writes import finish_run
 
     def end(status: str, error: str | None = None) -> None:

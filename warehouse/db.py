@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from dynamics.errors import AccessError, InputError, MissingInputError, NotAFolderError, StorageError, UserError
+from dynamics.errors import AccessError, InputError, MissingInputError, NotAFolderError, StorageError, UserError, first_line
 
 SCHEMA_VERSION = 2  # the version schema.sql inserts; a test keeps the two equal
 LOCK_TIMEOUT_S = 60.0
@@ -194,12 +194,6 @@ def rollback(con: duckdb.DuckDBPyConnection) -> None:
         con.rollback()
     except duckdb.TransactionException:
         pass
-
-
-def first_line(err: BaseException) -> str:
-    """DuckDB's message without its 'LINE 1: …' caret block or context lines."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _check_writable_location(path: Path) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from dynamics.errors import InputError
-from warehouse.db import LOCK_TIMEOUT_S, connect_read, first_line
+from dynamics.errors import InputError, first_line
+from warehouse.db import LOCK_TIMEOUT_S, connect_read
 
 
 @dataclass(frozen=True)

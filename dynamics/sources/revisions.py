@@ -39,8 +39,7 @@ class RevisionPattern:
     """A branch-naming scheme: a regex the whole name must match, with a named group `step`."""
 
     regex: str
-    example: str
-    suites: str  # who names their checkpoints this way (for messages and the README)
+    example: str  # a name it matches, for messages
 
     def match(self, revision: str) -> re.Match | None:
         return re.fullmatch(self.regex, revision)
@@ -49,23 +48,22 @@ class RevisionPattern:
 BUILTIN_PATTERNS: tuple[RevisionPattern, ...] = (
     # Pythia README and our catalogue; PolyPythia: lm-checkpoints' PythiaCheckpoints (oskarvanderwal/lm-checkpoints,
     # lm_checkpoints/pythia.py) loads `EleutherAI/pythia-{size}-seed{seed}` at revision f"step{step}".
-    RevisionPattern(r"step(?P<step>\d+)", "step1000", "Pythia, PolyPythia"),
+    RevisionPattern(r"step(?P<step>\d+)", "step1000"),
     # OLMo 1: branch list in reeceshuttle/deep-learning-proj constants.py ('step20000-tokens84B' … for
     # allenai/OLMo-1B, 'step50000-tokens221B' … for OLMo-7B); lm-checkpoints' lm_checkpoints/olmo.py
     # documents the 'step1000-tokens4B' convention.
-    RevisionPattern(r"step(?P<step>\d+)-tokens(?P<billions>\d+)B", "step1000-tokens4B", "OLMo 1"),
+    RevisionPattern(r"step(?P<step>\d+)-tokens(?P<billions>\d+)B", "step1000-tokens4B"),
     # OLMo 2: allenai/OLMo-core src/scripts/official/OLMo2/README.md links 'stage1-step721901-tokens6056B'
     # (stage 1) and 'stage2-ingredient1-step11921-tokens101B' (stage-2 annealing runs, each restarting at step
     # 0 with its own seed: not matched here, sweep one with --revision-pattern).
-    RevisionPattern(r"stage1-step(?P<step>\d+)-tokens(?P<billions>\d+)B", "stage1-step1000-tokens5B",
-                    "OLMo 2 (stage 1)"),
+    RevisionPattern(r"stage1-step(?P<step>\d+)-tokens(?P<billions>\d+)B", "stage1-step1000-tokens5B"),
     # LLM360 Amber model card (copy in YinanWusoymilk/hf-readme, LLM360_Amber.md): 360 checkpoints,
     # branches 'ckpt_000' … 'ckpt_358'; N is the checkpoint's index, not an optimizer step.
-    RevisionPattern(r"ckpt_(?P<step>\d+)", "ckpt_000", "LLM360 Amber"),
+    RevisionPattern(r"ckpt_(?P<step>\d+)", "ckpt_000"),
     # Stanford CRFM Mistral GPT-2: stanford-crfm/mistral conf/gpt2-mistral-small-config.yaml saves every 10
     # steps to 100, 50 to 2,000, 100 to 20,000, 1,000 to 400,000; the Hub repos expose them as git tags
     # 'checkpoint-<step>' (from_pretrained(..., revision="checkpoint-400")).
-    RevisionPattern(r"checkpoint-(?P<step>\d+)", "checkpoint-1000", "Stanford CRFM GPT-2"),
+    RevisionPattern(r"checkpoint-(?P<step>\d+)", "checkpoint-1000"),
 )
 
 # Tokens per optimizer step where the suite publishes its batch, by repository id (NULL elsewhere):
@@ -85,7 +83,7 @@ _TOKENS_PER_STEP: tuple[tuple[str, int], ...] = (
 # conf/gpt2-mistral-small-config.yaml for alias-x21).
 _SUITES: tuple[tuple[str, str], ...] = (
     (r"EleutherAI/pythia-(?P<size>14m|31m|70m|160m|410m)-seed(?P<seed>\d+)", "EleutherAI/pythia-{size}"),
-    (r"EleutherAI/pythia-(?P<size>14m|31m|70m|160m|410m)(?P<seed>)", "EleutherAI/pythia-{size}"),
+    (r"EleutherAI/pythia-(?P<size>14m|31m|70m|160m|410m)(?P<seed>)", "EleutherAI/pythia-{size}"),  # seed '' = 0
     (r"EleutherAI/pythia-(?P<size>160m)-(?P<kind>data|weight)-seed(?P<seed>\d+)", "EleutherAI/pythia-{size}-{kind}-seed"),
     (r"stanford-crfm/\w+-gpt2-(?P<size>small|medium)-x(?P<seed>\d+)", "stanford-crfm/gpt2-{size}"),
 )
@@ -109,7 +107,7 @@ def compile_pattern(regex: str) -> RevisionPattern:
     if STEP_GROUP not in compiled.groupindex:
         raise InputError(f"--revision-pattern {regex!r} has no named group 'step'; write it like "
                          r"'my-run-(?P<step>\d+)' (the whole branch name must match)")
-    return RevisionPattern(regex, "", "--revision-pattern")
+    return RevisionPattern(regex, "")
 
 
 def checkpoint_revisions(
@@ -178,11 +176,6 @@ def suite_and_seed(repo_id: str) -> tuple[str | None, int | None]:
             groups = match.groupdict()
             return template.format(**{k: v.lower() for k, v in groups.items() if k != "seed"}), int(groups["seed"] or 0)
     return None, None
-
-
-def describe_patterns() -> str:
-    """The built-in patterns with their suites, for messages and --help."""
-    return "; ".join(f"{p.example} ({p.suites})" for p in BUILTIN_PATTERNS)
 
 
 def _parse(revision: str, patterns: Sequence[RevisionPattern], repo_id: str) -> RevisionStep | None:

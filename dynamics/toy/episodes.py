@@ -7,7 +7,9 @@ synthetic bijection tasks (for FV heads), mixed by a curriculum.
   the offset an induction head must find.
 - Episode rows: episodes packed back to back, each `BOS x₁ y₁ … x_N y_N x_q y_q` of one task drawn
   uniformly, N uniform in `min_shots..max_shots`, distinct inputs, the query input not among the
-  demonstrations, so only inferring the task from the pairs predicts y_q. The loss is on every token.
+  demonstrations, so only inferring the task from the pairs predicts y_q. With `label_noise`, some
+  demonstrations carry a random label, so no single pair decides the task: the model must pool the
+  evidence of all of them. The loss is on every token.
 - Curriculum: no episode rows before `switch_step` (induction heads form first on span rows alone),
   then `icl_share` of the rows are episodes (docs/methods.md, "The toy suites").
 One seeded numpy generator draws everything, so a model's batches depend on its seed only.
@@ -45,6 +47,7 @@ class EpisodeData:
     max_reps: int = 3
     min_shots: int = 4
     max_shots: int = 10
+    label_noise: float = 0.0  # chance that a demonstration's label is a random output word (never the query's)
     switch_step: int = 1000  # episode rows start here
     icl_share: float = 0.8  # share of episode rows from switch_step on
     n_heldout_rows: int = 256  # span rows for the ICL token-loss score, from their own seed stream
@@ -57,8 +60,9 @@ class EpisodeData:
             problems.append(f"need 1 ≤ min_shots ≤ max_shots < n_words ({self.tasks.n_words}): the query is a new input")
         if 2 * self.max_shots + 3 > self.context_length:
             problems.append(f"an episode of {self.max_shots} shots does not fit {self.context_length} tokens")
-        if not 0 <= self.icl_share <= 1:
-            problems.append(f"icl_share must be in [0, 1] (got {self.icl_share})")
+        for name in ("icl_share", "label_noise"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name} must be in [0, 1] (got {getattr(self, name)})")
         if problems:
             raise InputError("EpisodeData: " + "; ".join(problems))
 
@@ -118,9 +122,14 @@ class EpisodeSampler:
         n = int(rng.integers(d.min_shots, d.max_shots + 1))
         task = int(rng.integers(len(self.maps)))
         inputs = rng.choice(len(self.input_ids), size=n + 1, replace=False)  # the last is the query
+        labels = self.maps[task, inputs]
+        if d.label_noise > 0:
+            noisy = rng.random(n + 1) < d.label_noise
+            noisy[-1] = False  # the query's answer is always the task's
+            labels = np.where(noisy, rng.integers(len(self.output_ids), size=n + 1), labels)
         tokens = [self.bos_id]
-        for i in inputs:
-            tokens += [int(self.input_ids[i]), int(self.output_ids[self.maps[task, i]])]
+        for i, j in zip(inputs, labels):
+            tokens += [int(self.input_ids[i]), int(self.output_ids[j])]
         return tokens
 
     def episode_row(self) -> np.ndarray:

@@ -250,8 +250,8 @@ def default_warehouse() -> Path:
     return dynamics_home() / "warehouse.duckdb"
 
 
-def add_scoring_arguments(group: argparse._ArgumentGroup) -> None:
-    """How to score: shared by `dynamics sweep` and `dynamics score`."""
+def add_scoring_arguments(group) -> None:
+    """How to score (into an argparse parser or argument group): shared by `dynamics sweep` and `dynamics score`."""
     skip = argparse.SUPPRESS
     group.add_argument("--tasks", metavar="DIR", default=skip,
                        help="Todd-format task folder (abstractive/, extractive/): the reference's 29 FV tasks; "

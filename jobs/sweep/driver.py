@@ -86,6 +86,7 @@ def running_ray(address: str | None):
         if watchdog is not None:
             watchdog.stdin.close()  # the watchdog kills whatever of this Ray is left, and exits
             watchdog.wait()
+            os.environ.pop(SESSION_ENV, None)  # what this process starts later is not this Ray's
 
 
 def start_watchdog() -> subprocess.Popen:

@@ -71,9 +71,11 @@ def _left_out_evaluation_tasks(target: ModelTarget, tokenizer, n_ctx: int) -> tu
     prompts = build_eval_prompts(target.evaluation_tasks(), tokenizer, config)
     try:
         kept = prompts.fitting(n_ctx, config.max_new_tokens).few_shot.task_names
-    except InputError as err:
-        raise InputError(f"{target.model_id}: {config.n_shots}-shot few-shot evaluation: {err} (the shortest task's "
-                         f"longest prompt has {_shortest(prompts.few_shot)} tokens), or pass --no-icl") from err
+    except InputError as err:  # none fits
+        raise InputError(f"{target.model_id}: no few-shot evaluation task's {config.n_shots}-shot prompts fit the "
+                         f"model's {n_ctx}-token context with {config.max_new_tokens} tokens left to answer in (the "
+                         f"shortest task's longest prompt has {_shortest(prompts.few_shot)} tokens); lower --shots, "
+                         "or pass --no-icl") from err
     return tuple(name for name in prompts.few_shot.task_names if name not in kept)
 
 

@@ -20,7 +20,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from tests.faults.conftest import FAULT_STEPS, compare, fault_args, record_figures, run_faulted_sweep, snapshot
 from tests.jobs.conftest import REPO, sweep_env
 
-CASE = "13.1 local runs sharing a folder name"
+CASE = "local runs sharing a folder name"
 
 
 def _one_head_run(root: Path, template: Path) -> Path:

@@ -70,10 +70,12 @@ def test_fp16_overflow_is_rescored_in_fp32_and_every_row_is_a_number(scorer, tok
 
     scored = scorer.score(loaded, _provenance("float16"))
 
-    assert scored.dtype == "float32"  # the FV pass fell back to fp32 ...
     fv = scored.head_scores.filter(metric="fv")
+    assert set(fv["dtype"]) == {"float32"}  # the FV pass fell back to fp32 ...
     assert fv.height == 8 and fv["value"].is_not_null().all() and fv["flag"].is_null().all()  # ... and is finite
-    assert set(scored.head_scores["dtype"]) == {"float32"}  # the rows say which precision produced them
+    # the rows say which precision produced them: the induction probe ran in the weights' fp16
+    assert set(scored.head_scores.filter(metric="induction")["dtype"]) == {"float16"} == {scored.dtype}
+    assert set(scored.head_task_scores["dtype"]) == {"float32"}
 
 
 @pytest.fixture(scope="module")

@@ -216,3 +216,10 @@ def test_branch_names_that_are_not_checkpoints_are_listed_in_the_error(suite_cac
     both = _cli(["sweep", "--model", "org/two-namings", "--cache-dir", cache], tmp_path)
     assert both.returncode == 2, both.stderr[-2000:]
     assert "(step 1000: step1000, step1000-tokens4B)" in both.stderr
+
+
+def test_score_one_revision_by_the_suites_own_name(suite_cache, tmp_path):
+    result = _cli(["score", "--model", "allenai/OLMo-tiny-hf", "--revision", "step1000-tokens4B", "--cache-dir",
+                   suite_cache, "--fv-prompts", "2", "--induction-sequences", "8", "--no-icl"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("allenai/OLMo-tiny-hf step1000-tokens4B (float32, weights sha256 ")
