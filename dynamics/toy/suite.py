@@ -123,16 +123,17 @@ class ToySuiteConfig:
 
 PRESETS: dict[str, ToySuiteConfig] = {
     # The default, 2 CPU cores: two 3-layer width-64 models that differ only in head width (4 heads × 16 vs
-    # 2 × 32), one process each. Repeated spans alone until step 1,000 grow induction heads; then 80 %
-    # synthetic ICL episodes grow FV heads (docs/methods.md, "The toy suites"). Dense checkpoints where
-    # each mechanism appears.
+    # 2 × 32), one process each. Repeated spans alone until step 1,000 grow induction heads (by steps
+    # 400-1,100); then 80 % episodes of 8 synthetic tasks, with 30 % of demonstration labels random, grow
+    # FV heads (by steps 1,300-2,800). Found by a search over data mixes, 3 seeds per model
+    # (docs/methods.md, "The toy suites"). Checkpoints every 100 steps where the mechanisms appear.
     "default": ToySuiteConfig(
         models=(ToyModelSpec("toy-64d-4h", 64, 4, 3, rotary_fraction=0.5),
                 ToyModelSpec("toy-64d-2h", 64, 2, 3, rotary_fraction=0.5)),
-        train=TrainSettings(steps=checkpoint_schedule(4000, every=250, dense=(300, 2000, 100)), warmup_steps=100),
-        data=EpisodeData(switch_step=1000),
+        train=TrainSettings(steps=checkpoint_schedule(5000, every=500, dense=(300, 3100, 100)), warmup_steps=100),
+        data=EpisodeData(tasks=BijectionTasks(n_tasks=8), label_noise=0.3, switch_step=1000),
         probe=ProbeSettings(induction=InductionConfig(repeat_len=30, n_sequences=200), early=10, late=60),
-        scoring=ToyScoring(shots=10, icl_queries=80, repeat_len=30),
+        scoring=ToyScoring(shots=10, icl_queries=16, repeat_len=30),
     ),
     # The earlier default: induction heads from repeated spans and generated stories, no FV heads.
     "stories": ToySuiteConfig(

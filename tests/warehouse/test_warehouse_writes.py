@@ -165,6 +165,17 @@ def test_runs_and_models(warehouse_path):
     assert run["finished_at"].item() is not None
     with pytest.raises(KeyError, match="no run 'nope'"):
         writes.finish_run(warehouse_path, "nope")
+    failed = writes.start_run(warehouse_path, {}, "0.1.0+abc")
+    writes.finish_run(warehouse_path, failed, "failed", "InputError: no GPUs")
+    stopped = writes.start_run(warehouse_path, {}, "0.1.0+abc")
+    writes.finish_run(warehouse_path, stopped, "interrupted", "interrupted (Ctrl-C or SIGTERM)")
+    ended = queries.query(warehouse_path, "SELECT run_id, status, error, finished_at IS NOT NULL AS ended FROM runs")
+    assert sorted(ended.rows()) == sorted([(run_id, "finished", None, True), (failed, "failed", "InputError: no GPUs", True),
+                                           (stopped, "interrupted", "interrupted (Ctrl-C or SIGTERM)", True)])
+    with pytest.raises(ValueError, match="a failed run needs its error text"):
+        writes.finish_run(warehouse_path, failed, "failed")
+    with pytest.raises(ValueError, match="'finished', 'failed' or 'interrupted'"):
+        writes.finish_run(warehouse_path, failed, "crashed", "x")
 
     writes.upsert_model(warehouse_path, "m", "gpt_neox", "local", n_layers=2, n_heads=4, d_model=32, d_head=8)
     writes.upsert_model(warehouse_path, "m", "gpt_neox", "hub", n_layers=2, n_heads=4, d_model=32, d_head=8,
