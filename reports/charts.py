@@ -310,18 +310,15 @@ def chart_ablations(curves: pl.DataFrame) -> alt.Chart:
     scores = " / ".join(sorted(data["metric_label"].unique().to_list()))
     x = (alt.X("n_ablated:Q", title="heads ablated", axis=alt.Axis(tickMinStep=1, format="d"))
          if by_count else alt.X("fraction:Q", axis=alt.Axis(format="%"), title="heads ablated (% of all heads)"))
-    chart = alt.Chart(data, width=PAGE_PX // min(3, data["model"].n_unique()) - 220, height=280).mark_line(
-        point=alt.OverlayMarkDef(size=50)).encode(
-        x=x,
-        y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), title=f"few-shot accuracy (mean {scores} over tasks, 0–1)"),
-        color=alt.Color("ranking:N", title="heads ranked by", sort=["induction", "FV", "random"],
-                        legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=3)),
-        strokeDash=alt.StrokeDash("exclusion_label:N", title="exclusion", sort=["without exclusion", "with exclusion"],
-                                  legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=3, symbolStrokeColor="#333",
-                                                    symbolSize=400)),
-        tooltip=["model:N", "step:Q", "ranking:N", "exclusion_label:N", "method:N", "n_ablated:Q",
-                 alt.Tooltip("fraction:Q", format=".1%"), "metric_label:N", "value:Q", "n_tasks:Q"],
-    )
+    chart = _lines_with_points(data, {
+        "x": x,
+        "y": alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), title=f"few-shot accuracy (mean {scores} over tasks, 0–1)"),
+        "color": alt.Color("ranking:N", title="heads ranked by", sort=["induction", "FV", "random"]),
+        "strokeDash": alt.StrokeDash("exclusion_label:N", title="exclusion", sort=["without exclusion", "with exclusion"],
+                                     legend=alt.Legend(symbolStrokeColor="#333", symbolSize=400)),
+        "tooltip": ["model:N", "step:Q", "ranking:N", "exclusion_label:N", "method:N", "n_ablated:Q",
+                    alt.Tooltip("fraction:Q", format=".1%"), "metric_label:N", "value:Q", "n_tasks:Q"],
+    }, point_size=50, width=PAGE_PX // min(3, data["model"].n_unique()) - 220, height=280)
     title = alt.Title("Few-shot accuracy as top heads are ablated",
                       subtitle="Exclusion: the other score's top heads are kept out of the ablated set")
     if data["model"].n_unique() == 1:
@@ -362,10 +359,9 @@ def _phase_panel(panel: pl.DataFrame, rules: pl.DataFrame, step: tuple, y_title:
         "tooltip": ["model:N", "step:Q", "quantity:N", alt.Tooltip("value:Q", format=".4g")],
     }
     if several_metrics and not colour_by_metric:
-        encoding["strokeDash"] = alt.StrokeDash("quantity:N", title="quantity", legend=alt.Legend(
-            symbolType="stroke", symbolStrokeWidth=3, symbolStrokeColor="#333", symbolSize=400))
-    layers = [alt.Chart(panel, width=PAGE_PX - 260, height=170).mark_line(
-        point=alt.OverlayMarkDef(size=14)).encode(**encoding)]
+        encoding["strokeDash"] = alt.StrokeDash("quantity:N", title="quantity",
+                                                legend=alt.Legend(symbolStrokeColor="#333", symbolSize=400))
+    layers = [_lines_with_points(panel, encoding, point_size=14, width=PAGE_PX - 260, height=170)]
     rule_colour = alt.value("#555") if colour_by_metric else alt.Color("model:N")
     for mechanism, dash in (("induction", []), ("FV", [5, 4])):
         mechanism_rules = rules.filter(pl.col("mechanism") == mechanism)
@@ -377,6 +373,15 @@ def _phase_panel(panel: pl.DataFrame, rules: pl.DataFrame, step: tuple, y_title:
         layers.append(alt.Chart(pl.DataFrame({"reference": [reference]})).mark_rule(color="#999").encode(
             y="reference:Q", tooltip=[alt.Tooltip("reference:Q", title="reference line")]))
     return alt.layer(*layers)
+
+
+def _lines_with_points(data: pl.DataFrame, encoding: dict, point_size: int, width: int, height: int) -> alt.LayerChart:
+    """Lines with a dot at each point. The dots are a layer of their own, without the line's dash: a dash
+    legend drawn from a line's point overlay shows dots and no dashes."""
+    dots = {channel: value for channel, value in encoding.items() if channel != "strokeDash"}
+    return alt.layer(alt.Chart().mark_line().encode(**encoding),
+                     alt.Chart().mark_point(filled=True, opacity=1, size=point_size).encode(**dots),
+                     data=data).properties(width=width, height=height)
 
 
 def _rounded(column: str) -> pl.Expr:

@@ -142,11 +142,11 @@ def test_phase_change_draws_only_present_panels():
     assert len(spec["vconcat"]) == 1
     layers = spec["vconcat"][0]["layer"]
     assert len(layers) == 2  # the curve and one rule: an induction head appeared, no FV head
-    x = layers[0]["encoding"]["x"]
+    x = layers[0]["layer"][0]["encoding"]["x"]
     assert x["field"] == "step" and x["scale"].get("type") is None  # a short run: linear steps
     long_run = charts.chart_phase_change(curves.with_columns(pl.col("step") * 70_000), emergence,
                                          final_step=140_000).to_dict()
-    x = long_run["vconcat"][0]["layer"][0]["encoding"]["x"]
+    x = long_run["vconcat"][0]["layer"][0]["layer"][0]["encoding"]["x"]
     assert x["field"] == "step_plus_one" and x["scale"]["type"] == "log"
     assert x["axis"]["values"][:3] == [1, 10, 100]  # one labelled tick per power of ten
     with pytest.raises(ValueError, match="no loss, ICL token-loss, induction or FV curves"):
@@ -157,13 +157,15 @@ def test_ablation_chart_encodes_ranking_and_exclusion(toy_warehouse):
     curves = queries.ablation_curves(toy_warehouse[0])
     spec = charts.chart_ablations(curves).to_dict()
     assert spec["facet"]["field"] == "model"  # two models with ablations
-    encoding = spec["spec"]["encoding"]
+    lines, dots = spec["spec"]["layer"]
+    encoding = lines["encoding"]
     assert encoding["color"]["field"] == "ranking" and encoding["strokeDash"]["field"] == "exclusion_label"
-    assert encoding["strokeDash"]["legend"]["symbolType"] == "stroke"  # the dash is visible in the legend
+    # the dashes' legend comes from the lines alone: the dots (a point overlay would draw the legend) carry none
+    assert lines["mark"]["type"] == "line" and "strokeDash" not in dots["encoding"]
     assert encoding["x"]["field"] == "n_ablated"  # at most 9 heads of 32: counted in heads
     assert len(_datasets(spec)[0]) == curves.height
     many = curves.with_columns(pl.col("n_ablated") * 40)
-    assert charts.chart_ablations(many).to_dict()["spec"]["encoding"]["x"]["field"] == "fraction"
+    assert charts.chart_ablations(many).to_dict()["spec"]["layer"][0]["encoding"]["x"]["field"] == "fraction"
 
 
 def test_missing_notes_name_what_is_absent():
