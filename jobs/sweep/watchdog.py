@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 SESSION_ENV = "DYNAMICS_SWEEP_SESSION"
 
@@ -35,17 +36,22 @@ def session_processes(session: str) -> list[int]:
     return found
 
 
-def main(session: str) -> None:
+def main(session: str, settle_s: float = 10.0) -> None:
     # Ctrl-C and a job scheduler's SIGTERM reach the whole process group: outlive the driver to clean up after it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while sys.stdin.buffer.read(4096):  # returns b"" once the driver's end of the pipe is closed
         pass
-    for pid in session_processes(session):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    # The pipe closes while the driver exits, a moment before the kernel signals Ray's fate-shared processes,
+    # which may still be starting others: look again until none is left (or `settle_s` passes).
+    deadline = time.monotonic() + settle_s
+    while (left := session_processes(session)) and time.monotonic() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":
