@@ -1,6 +1,7 @@
 """Named read-only queries returning Polars frames; each opens the warehouse for one query and closes it.
 
-The analyses themselves are SQL macros and views stored in the warehouse (warehouse/sql/analysis.sql);
+The analyses themselves are SQL macros and views stored in the warehouse (warehouse/sql/analysis.sql, and
+seeds.sql for seed comparisons);
 every function here selects from one of them, so `dynamics sql` users, notebooks and the HTML report get
 the same answers. `current=True` keeps each model's current setup only (the `current_setups` view: the
 settings hash scored most recently), as the report does.
