@@ -25,11 +25,12 @@ import os
 import shlex
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from jobs.sweep import config as sweep_config
 from jobs.sweep.config import SweepConfig, default_warehouse
+from jobs.sweep.plan import Plan
 from jobs.sweep.targets import ModelTarget, build_targets
 
 log = logging.getLogger("sweep")
@@ -87,7 +88,7 @@ def run_sweep(config: SweepConfig) -> int:
 
 
 @contextmanager
-def recorded_ending(warehouse: Path, run_id: str, progress) -> Iterator[None]:
+def recorded_ending(warehouse: Path, run_id: str, progress: Callable[[], list[str]]) -> Iterator[None]:
     """Mark the run 'finished', 'interrupted' (printing `progress()`, what was done) or 'failed' with the error,
     however the block ends; the exception goes on up."""
     from dynamics.errors import first_line
@@ -113,7 +114,7 @@ def recorded_ending(warehouse: Path, run_id: str, progress) -> Iterator[None]:
     end("finished")
 
 
-def target_lines(targets: list[ModelTarget], plan) -> list[str]:
+def target_lines(targets: list[ModelTarget], plan: Plan) -> list[str]:
     """Each local run's id and folder, and what was left out or rescored, for the console."""
     changed: dict[str, list[str]] = {}
     for item in plan.changed:

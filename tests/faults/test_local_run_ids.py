@@ -19,6 +19,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from tests.faults.conftest import FAULT_STEPS, compare, fault_args, record_figures, run_faulted_sweep, snapshot
 from tests.jobs.conftest import REPO, sweep_env
+from warehouse.db import connect_write
 
 CASE = "local runs sharing a folder name"
 
@@ -47,6 +48,8 @@ def _sha(path: Path) -> str:
 def test_a_second_run_under_a_folder_name_the_warehouse_holds_is_refused(fault_run_template, reference_warehouse,
                                                                          tmp_path):
     warehouse = Path(shutil.copy(reference_warehouse, tmp_path / "w.duckdb"))
+    with connect_write(warehouse):  # this package's views, which a reader would otherwise bring up to date
+        pass
     other = _one_head_run(tmp_path / "B" / "run", fault_run_template)
     before = _sha(warehouse)
     result = _dynamics(["sweep", *fault_args(other, warehouse)], tmp_path)

@@ -21,13 +21,18 @@ import pytest
 from jobs import cli
 from tests.faults.conftest import record_figures
 from tests.jobs.conftest import REPO
+from warehouse.db import connect_write
 
 CASE = "dynamics sql reaching other files"
 
 
 @pytest.fixture
 def warehouse(reference_warehouse, tmp_path) -> Path:
-    return Path(shutil.copy(reference_warehouse, tmp_path / "w.duckdb"))
+    """A copy of the reference, with this package's views (a reader would otherwise bring them up to date)."""
+    copy = Path(shutil.copy(reference_warehouse, tmp_path / "w.duckdb"))
+    with connect_write(copy):
+        pass
+    return copy
 
 
 def _fingerprint(folder: Path) -> dict[str, str]:
