@@ -36,12 +36,12 @@ def main(argv: list[str]) -> int:
     for record in records:
         for name in FIGURES:
             per_case[record["case"]][name] += record[name]
-    header = f"{'case':<34}" + "".join(f"{name:>16}" for name in FIGURES)
-    print(header)
+    width = max(map(len, [*per_case, "total"])) + 2
+    print(f"{'case':<{width}}" + "".join(f"{name:>16}" for name in FIGURES))
     for case, values in per_case.items():
-        print(f"{case:<34}" + "".join(f"{values[name]:>16}" for name in FIGURES))
+        print(f"{case:<{width}}" + "".join(f"{values[name]:>16}" for name in FIGURES))
     totals = {name: sum(values[name] for values in per_case.values()) for name in FIGURES}
-    print(f"{'total':<34}" + "".join(f"{totals[name]:>16}" for name in FIGURES))
+    print(f"{'total':<{width}}" + "".join(f"{totals[name]:>16}" for name in FIGURES))
     print(f"pytest exit status {tests.returncode}; {elapsed:.0f} s")
     return tests.returncode
 
