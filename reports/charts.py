@@ -73,8 +73,8 @@ def chart_phase_change(curves: pl.DataFrame, emergence: pl.DataFrame, final_step
         (LOSS_METRICS, "loss (nats/token)"),
         (("icl_token_loss",), "ICL token loss (nats; < 0: ICL)"),
         (ACCURACY_METRICS, "few-shot top-1 accuracy (0–1)"),
-        (("max_induction",), "strongest induction head (0–1)"),
-        (("max_fv",), "strongest FV head (Δ probability)"),
+        (("max_induction",), "highest induction score, any head (0–1)"),
+        (("max_fv",), "highest FV score, any head (Δ probability)"),
     ):
         panel = data.filter(pl.col("metric").is_in(metrics))
         if panel.is_empty():
@@ -284,7 +284,7 @@ def chart_seed_spread(strongest: pl.DataFrame, emergence: pl.DataFrame, final_st
                 x=f"{field}:Q", color=seed_colour,
                 tooltip=["seed:N", alt.Tooltip("step:Q", title=f"first step with an {name} head")]))
         panels.append(alt.layer(*layers).properties(
-            width=PAGE_PX // len(metrics) - 170, height=260, title=f"strongest {name} head across seeds"))
+            width=PAGE_PX // len(metrics) - 170, height=260, title=f"highest {name} score across seeds"))
     return alt.hconcat(*panels, title=alt.Title(
         f"Seeds of {data['suite'][0]}: the strongest heads over training",
         subtitle="Band: min to max over seeds; line: mean; dashed rules: each seed's first step with a head of "
@@ -309,7 +309,7 @@ def chart_ablations(curves: pl.DataFrame) -> alt.Chart:
     ).drop("exclusion")
     scores = " / ".join(sorted(data["metric_label"].unique().to_list()))
     x = (alt.X("n_ablated:Q", title="heads ablated", axis=alt.Axis(tickMinStep=1, format="d"))
-         if by_count else alt.X("fraction:Q", axis=alt.Axis(format="%"), title="heads ablated (% of all heads)"))
+         if by_count else alt.X("ablated_fraction:Q", axis=alt.Axis(format="%"), title="heads ablated (% of all heads)"))
     chart = _lines_with_points(data, {
         "x": x,
         "y": alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), title=f"few-shot accuracy (mean {scores} over tasks, 0–1)"),
@@ -317,7 +317,7 @@ def chart_ablations(curves: pl.DataFrame) -> alt.Chart:
         "strokeDash": alt.StrokeDash("exclusion_label:N", title="exclusion", sort=["without exclusion", "with exclusion"],
                                      legend=alt.Legend(symbolStrokeColor="#333", symbolSize=400)),
         "tooltip": ["model:N", "step:Q", "ranking:N", "exclusion_label:N", "method:N", "n_ablated:Q",
-                    alt.Tooltip("fraction:Q", format=".1%"), "metric_label:N", "value:Q", "n_tasks:Q"],
+                    alt.Tooltip("ablated_fraction:Q", format=".1%"), "metric_label:N", "value:Q", "n_tasks:Q"],
     }, point_size=50, width=PAGE_PX // min(3, data["model"].n_unique()) - 220, height=280)
     title = alt.Title("Few-shot accuracy as top heads are ablated",
                       subtitle="Exclusion: the other score's top heads are kept out of the ablated set")

@@ -202,8 +202,10 @@ def transition_text(trajectories: pl.DataFrame, membership: pl.DataFrame, thresh
         heads = [f"L{r['layer']}H{r['head']} (an induction head from step {r['first_induction_head_step']}, peak "
                  f"{r['peak_induction']:.3f}; final FV {r['final_fv']:.4f} ± {r['final_fv_stderr'] or float('nan'):.4f})"
                  for r in moved.iter_rows(named=True)]
+        faded = moved.filter(pl.col("final_induction") < pl.col("peak_induction")).height
         return (lead + f"In red, {len(heads)} head(s) that were induction heads earlier and are FV heads at the final "
-                f"step: {'; '.join(heads)}. Watch the induction score fade as the FV score climbs.")
+                f"step: {'; '.join(heads)}. {faded} of them score lower on induction at the final step than at "
+                "their peak.")
     final_fv = membership.filter("final_fv_top").drop_nulls("final_fv")
     if final_fv.is_empty():
         return lead + "No head has an FV score, so none can go from induction to FV."
@@ -262,14 +264,16 @@ def seed_text(suite: str, strongest: pl.DataFrame, emergence: pl.DataFrame, tran
         step = int(complete["step"].max())
         for row in complete.filter(pl.col("step") == step).sort("metric", descending=True).iter_rows(named=True):
             spread = "" if row["std"] is None else f", sd {row['std']:.3g}"
-            parts.append(f"At step {step} the strongest {row['metric'].replace('fv', 'FV')} head scores "
+            parts.append(f"At step {step} the highest {row['metric'].replace('fv', 'FV')} score of any head is "
                          f"{row['mean']:.3g} on average (min {row['min']:.3g}, max {row['max']:.3g}{spread}).")
-    for mechanism, column in (("induction", "induction_step"), ("FV", "fv_step")):
+    suite_row = emergence.row(0, named=True)  # seed_emergence repeats its across-seed columns on every seed's row
+    for mechanism, metric in (("induction", "induction"), ("FV", "fv")):
+        column = f"{metric}_step"
         steps = [f"{'none' if r[column] is None else f'step {r[column]}'} (seed {r['seed']})"
                  for r in emergence.iter_rows(named=True)]
-        found = emergence[column].drop_nulls()
-        width = int(found.max()) - int(found.min()) if len(found) > 1 else None
-        spread = ("" if width is None else f"; {len(found)} of {n} seeds, "
+        found = suite_row[f"n_{metric}_seeds"]
+        width = suite_row[f"{column}_max"] - suite_row[f"{column}_min"] if found > 1 else None
+        spread = ("" if width is None else f"; {found} of {suite_row['n_seeds']} seeds, "
                   + ("all at the same step" if width == 0 else f"spread {width} steps"))
         parts.append(f"First {mechanism} head: {', '.join(steps)}{spread}.")
     moved = transitions.filter(pl.col("n_transition_seeds") > 0)
@@ -278,8 +282,7 @@ def seed_text(suite: str, strongest: pl.DataFrame, emergence: pl.DataFrame, tran
     else:
         layers = ", ".join(f"layer {r['layer']} in {r['n_transition_seeds']} of {r['n_seeds']} seeds"
                            for r in moved.iter_rows(named=True))
-        parts.append(f"Heads went from induction to FV in {layers}. A transition seen in every seed belongs to "
-                     "the architecture and data; one seen in a single seed belongs to that seed.")
+        parts.append(f"Heads went from induction to FV in {layers}.")
     return " ".join(parts)
 
 
@@ -309,8 +312,8 @@ def _write_model_page(path: Path, warehouse: Path, model: dict, inventory: pl.Da
             pl.col("step").is_in(map_steps))
         sections.append(ChartSection("maps", charts.chart_head_maps(scores), (
             f"Drag the checkpoint slider ({len(map_steps)} of {model['n_steps']} scored checkpoints, spread over "
-            "training, first and last included) to watch induction heads appear at the phase change and FV heads "
-            "strengthen later; each colour scale is fixed across checkpoints, so colours compare over time.")))
+            "training, first and last included) to see when induction and FV heads appear; each colour scale is "
+            "fixed across checkpoints, so colours compare over time.")))
         trajectories = queries.final_top_head_trajectories(warehouse, name, current=True, **config.analysis)
         membership = queries.head_set_membership(warehouse, name, current=True, **config.analysis)
         sections.append(ChartSection("trajectories", charts.chart_trajectories(
@@ -342,13 +345,14 @@ def _write_across_models_page(path: Path, warehouse: Path, models: pl.DataFrame,
         sections.append(ChartSection("phase", charts.chart_phase_change(
             thin_steps(curves, config.max_curve_points), emergence, int(models["final_step"].max())),
             emergence_text(emergence, config.thresholds)))
-    strength = _strength_points(queries.head_strength(warehouse, current=True, **config.analysis), models)
+    strength = _strength_points(queries.head_dimensionality(warehouse, **config.analysis))
     if not strength.drop_nulls(["d_head", "value"]).is_empty():
         correlations = queries.head_dimensionality_correlations(warehouse, **config.analysis)
         n_models = strength.drop_nulls("d_head")["model"].n_unique()
         sections.append(ChartSection("dimensionality", charts.chart_head_dimensionality(strength, correlations), (
             f"One point per model at its final step ({n_models} models); 'mean of top heads' averages each "
-            f"model's top set ({config.thresholds.describe()}). Look for whether FV strength rises with d_head "
+            f"model's top set (the top {100 * config.thresholds.top_fraction:g} % of its heads, at least "
+            f"{config.thresholds.min_top_heads}, whatever they score). Look for whether FV strength rises with d_head "
             "while induction strength does not; with few models the correlations in the subtitles are fragile.")))
     else:
         notes.append("No head-dimensionality chart: no model has both a known d_head (table models) and "
@@ -380,12 +384,14 @@ def _seed_sections(warehouse: Path, config: ReportConfig) -> list[ChartSection]:
     return sections
 
 
-def _strength_points(strength: pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
-    """head_strength in long form (one row per statistic) with each model's d_head and head count."""
-    shape = models.select("model", "d_head", (pl.col("n_layers") * pl.col("n_heads")).alias("n_heads_total"))
-    return (strength.join(shape, on="model", how="left")
-            .unpivot(index=["model", "d_head", "n_heads_total", "final_step", "metric"],
-                     on=["max", "top_mean", "mean"], variable_name="statistic", value_name="value"))
+def _strength_points(dimensionality: pl.DataFrame) -> pl.DataFrame:
+    """head_dimensionality in long form: one row per (model, metric, statistic), with the model's head count."""
+    columns = [f"{metric}_{statistic}" for metric in ("induction", "fv") for statistic in ("max", "top_mean", "mean")]
+    return (dimensionality.with_columns((pl.col("n_layers") * pl.col("n_heads")).alias("n_heads_total"))
+            .unpivot(index=["model", "d_head", "n_heads_total", "final_step"], on=columns, variable_name="column")
+            .with_columns(pl.col("column").str.extract(r"^(induction|fv)_").alias("metric"),
+                          pl.col("column").str.replace(r"^(induction|fv)_", "").alias("statistic"))
+            .drop("column"))
 
 
 def _index_html(warehouse: Path, models: pl.DataFrame, inventory: pl.DataFrame, emergence: pl.DataFrame,

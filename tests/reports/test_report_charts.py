@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -12,6 +14,7 @@ from reports import charts
 from reports.report import ReportConfig, icl_text, missing_notes, overlap_text, pick_steps, thin_steps
 from tests.reports.synthetic_warehouse import PYTHIA_STEPS
 from warehouse import queries
+from warehouse.db import connect_write
 
 
 def _datasets(spec: dict) -> list[list[dict]]:
@@ -165,7 +168,22 @@ def test_ablation_chart_encodes_ranking_and_exclusion(toy_warehouse):
     assert encoding["x"]["field"] == "n_ablated"  # at most 9 heads of 32: counted in heads
     assert len(_datasets(spec)[0]) == curves.height
     many = curves.with_columns(pl.col("n_ablated") * 40)
-    assert charts.chart_ablations(many).to_dict()["spec"]["layer"][0]["encoding"]["x"]["field"] == "fraction"
+    # in shares of all heads: the heads really ablated, not the fraction asked for (too few may qualify)
+    assert charts.chart_ablations(many).to_dict()["spec"]["layer"][0]["encoding"]["x"]["field"] == "ablated_fraction"
+
+
+def test_ablation_curves_take_metric_and_method_from_the_step_they_show(toy_warehouse, tmp_path):
+    """An older step with F1 under mean ablation must not hide a newer step that has only top-1 under zero."""
+    path = Path(shutil.copy(toy_warehouse[0], tmp_path / "w.duckdb"))
+    with connect_write(path) as con:
+        later = con.execute("SELECT max(step) + 1 FROM ablations").fetchone()[0]
+        con.execute(f"""INSERT INTO ablations BY NAME
+                        SELECT * REPLACE ({later} AS step, 'top1' AS metric, 'zero' AS method, value / 2 AS value)
+                        FROM ablations WHERE model = 'toy-d16'""")
+    curves = queries.ablation_curves(path, "toy-d16")
+    assert curves.height > 0
+    assert set(curves["step"]) == {later} and set(curves["metric"]) == {"top1"} and set(curves["method"]) == {"zero"}
+    assert set(curves["ablated_fraction"]) == set(curves["n_ablated"] / curves["n_heads_total"])
 
 
 def test_missing_notes_name_what_is_absent():

@@ -53,10 +53,13 @@ def test_caption_states_the_spread_the_views_compute(seed_report):
     caption = seed_text("toy-suite", strongest, emergence, queries.seed_transitions(path, "toy-suite"))
     assert caption in page.read_text().replace("&#x27;", "'")
     final = np.array([dynamics[m.name].head["induction"][-1].max() for m in SEED_MODELS])  # each seed's strongest
-    assert f"the strongest induction head scores {final.mean():.3g} on average (min {final.min():.3g}, " \
+    assert f"the highest induction score of any head is {final.mean():.3g} on average (min {final.min():.3g}, " \
            f"max {final.max():.3g}, sd {final.std(ddof=1):.3g})" in caption
-    steps = emergence["induction_step"].to_list()
-    assert len(set(steps)) > 1  # the seeds differ, so the caption has a spread to state
+    # each seed's first induction head from the generated scores: the top set is one head of 8, the floor 0.25
+    # dwarfs 3 standard errors (0.015)
+    steps = [STEPS[int(np.argmax(dynamics[m.name].head["induction"].max(axis=(1, 2)) >= 0.25))] for m in SEED_MODELS]
+    assert emergence["induction_step"].to_list() == steps
+    assert steps == sorted(steps) and len(set(steps)) > 1  # later onsets, later heads: a spread to state
     assert "First induction head: " + ", ".join(f"step {s} (seed {seed})" for s, seed in zip(steps, (1, 2, 3))) in caption
     assert f"3 of 3 seeds, spread {max(steps) - min(steps)} steps" in caption
     # every seed's transition head sits in the last layer (SyntheticModel.transition_head)

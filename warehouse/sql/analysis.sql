@@ -302,8 +302,9 @@ FROM ablations WHERE value IS NOT NULL GROUP BY model, metric;
 
 -- Few-shot accuracy under head ablation, averaged over tasks, one setup per model: the current setup's
 -- latest ablated step when it has ablations, else the latest ablated step (alphabetically first hash
--- there); metric 'f1' if present else 'top1'; method 'mean' if present else 'zero'. A fraction >= 1 (a
--- head count) becomes a fraction of the model's heads; n_ablated says how many heads that was. The clean
+-- there); of that step's rows, metric 'f1' before 'top1' and then method 'mean' before 'zero'. A fraction >= 1 (a
+-- head count) becomes a fraction of the model's heads; n_ablated says how many heads that was (fewer than
+-- asked when too few heads qualify), ablated_fraction what share of the model's heads. The clean
 -- run (fraction 0, no exclusion) is repeated as the first point of the with-exclusion curve, which the
 -- reference grid does not run at 0.
 CREATE OR REPLACE VIEW ablation_curves AS
@@ -311,17 +312,21 @@ WITH rows AS (
     SELECT a.*, cs.settings_hash IS NOT NULL AS current
     FROM ablations a LEFT JOIN current_setups cs USING (model, settings_hash)
     WHERE a.value IS NOT NULL AND a.metric IN ('f1', 'top1')
-), pick AS (
+), setup AS (
     SELECT model,
            first(step ORDER BY current DESC, step DESC, settings_hash) AS step,
-           first(settings_hash ORDER BY current DESC, step DESC, settings_hash) AS settings_hash,
-           CASE WHEN bool_or(metric = 'f1') THEN 'f1' ELSE 'top1' END AS metric,
-           CASE WHEN bool_or(method = 'mean') THEN 'mean' ELSE 'zero' END AS method
+           first(settings_hash ORDER BY current DESC, step DESC, settings_hash) AS settings_hash
     FROM rows GROUP BY model
+), pick AS (  -- the (metric, method) pair among that step's rows, so that the four always name existing rows
+    SELECT model, step, settings_hash,
+           first(metric ORDER BY metric = 'f1' DESC, method = 'mean' DESC) AS metric,
+           first(method ORDER BY metric = 'f1' DESC, method = 'mean' DESC) AS method
+    FROM rows JOIN setup USING (model, step, settings_hash) GROUP BY ALL
 ), curves AS (
     SELECT r.model, r.step, r.settings_hash, r.method, r.metric, r.ranking, r.exclusion,
            CASE WHEN r.fraction >= 1 THEN r.fraction / (m.n_layers * m.n_heads) ELSE r.fraction END AS fraction,
            any_value(r.n_ablated) AS n_ablated, m.n_layers * m.n_heads AS n_heads_total,
+           any_value(r.n_ablated::DOUBLE / (m.n_layers * m.n_heads)) AS ablated_fraction,
            avg(r.value) AS value, count(DISTINCT r.task) AS n_tasks
     FROM rows r JOIN pick p USING (model, step, settings_hash, metric, method)
     LEFT JOIN models m USING (model)
@@ -329,7 +334,8 @@ WITH rows AS (
 )
 SELECT * FROM curves
 UNION ALL
-SELECT model, step, settings_hash, method, metric, ranking, true, fraction, n_ablated, n_heads_total, value, n_tasks
+SELECT model, step, settings_hash, method, metric, ranking, true, fraction, n_ablated, n_heads_total,
+       ablated_fraction, value, n_tasks
 FROM curves c
 WHERE NOT exclusion AND fraction = 0 AND EXISTS (
     SELECT 1 FROM curves e WHERE e.model = c.model AND e.ranking = c.ranking AND e.exclusion)
