@@ -57,12 +57,15 @@ def run(args: argparse.Namespace) -> int:
                          "not both")
     check_intact(args.warehouse)
     sources = {"query": args.query} if args.query else _named_sources(args.warehouse, args.names)
+    paths = {name: _output_path(args.out, name, args.format, several=len(sources) > 1) for name in sources}
+    in_the_way = [str(path) for path in paths.values() if path.exists()]
+    if in_the_way and not args.overwrite:  # all checked before any is written: an export is whole or not begun
+        one = len(in_the_way) == 1
+        raise ExistingOutputError(f"{', '.join(in_the_way)} already exist{'s' if one else ''}; pass --overwrite to "
+                                  f"replace {'it' if one else 'them'} or choose another --out")
     for name, sql in sources.items():
-        path = _output_path(args.out, name, args.format, several=len(sources) > 1)
-        if path.exists() and not args.overwrite:
-            raise ExistingOutputError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
-        write_frame(query(args.warehouse, sql), path, args.format)
-        print(path)
+        write_frame(query(args.warehouse, sql), paths[name], args.format)
+        print(paths[name])
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import TextIO
 
 import polars as pl
 
-from dynamics.errors import MissingInputError
+from dynamics.errors import MissingInputError, UserError
 from warehouse.db import check_intact
 from warehouse.queries import query
 
@@ -115,7 +115,7 @@ def _run_dot_command(path: Path, words: list[str], fmt: str, stdout: TextIO) -> 
 def _print_result(path: Path, sql: str, fmt: str, stdout: TextIO, params: list | None = None) -> None:
     try:
         text = render(query(path, sql, params), fmt)
-    except (ValueError, FileNotFoundError, TimeoutError) as err:
+    except UserError as err:  # the shell goes on after a bad query; a bug still shows its traceback
         text = f"error: {err}\n"
     print(text, end="", file=stdout, flush=True)
 

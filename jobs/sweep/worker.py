@@ -66,54 +66,66 @@ class ScoringWorker:
         return self._sources[model_id]
 
     def score(self, item: WorkItem, upcoming: WorkItem | None, known_weights: dict[str, int]) -> WorkResult:
-        """Fetch, load and score one checkpoint; fetch and read `upcoming` meanwhile.
+        """Fetch, load and score one checkpoint; fetch and read `upcoming` meanwhile. A failure is returned as a
+        'failed' result (its traceback logged), so that the sweep records it and goes on.
 
         `known_weights` (weights_sha256 → lowest step scored) lets a known duplicate skip loading.
         """
         source = self._source(item.model_id)
         try:
-            started = time.perf_counter()
-            loaded, was_ahead = self._ahead.take(item)
-            if upcoming is not None:
-                self._ahead.start(upcoming)
-            fetched = loaded.fetched
-            checkpoint = {
-                "revision": item.revision,
-                "commit": fetched.commit,
-                "weights_sha256": fetched.weights_sha256,
-            }
-            earlier = WeightsIndex(known_weights).original(fetched.weights_sha256, item.step)
-            if earlier is not None:
-                return WorkResult(item, "duplicate", {**checkpoint, "duplicate_of": earlier})
-            target = self.targets[item.model_id]
-            waited_s = time.perf_counter() - started
-            model = self._load(item, fetched.path, loaded.state)
-            loaded_s = time.perf_counter()
-            scorer = self._scorer(item.model_id, source, item.revision, model.n_ctx)
-            provenance = Provenance(
-                model=item.model_id,
-                revision=item.revision,
-                step=item.step,
-                weights_sha256=fetched.weights_sha256,
-                dtype=str(model.dtype).removeprefix("torch."),
-                attn_implementation=model.attn_implementation,
-                settings=target.settings(),
-            )
-            scored = scorer.score(model, provenance, ablate=item.step in target.ablation_steps)
-            done_s = time.perf_counter()
-            checkpoint.update(
-                dtype=scored.dtype,
-                attn_impl=provenance.attn_implementation,
-                # fetch + read (in the background when prefetched) + copy into the model
-                load_s=loaded.read_s + (loaded_s - started - waited_s) if was_ahead else loaded_s - started,
-                score_s=done_s - loaded_s,
-            )
-            return WorkResult(item, "ok", checkpoint, scored, model_info=_model_info(model))
+            return self._score(source, item, upcoming, known_weights)
         except Exception as err:  # recorded as a failed checkpoint; the sweep goes on
             log.warning("checkpoint %s %s failed:\n%s", item.model_id, item.revision, traceback.format_exc())
             return WorkResult(item, "failed", {"revision": item.revision}, error=f"{type(err).__name__}: {err}")
         finally:
             source.release(item.revision)
+
+    def score_one(self, item: WorkItem) -> WorkResult:
+        """Score one checkpoint and let a failure raise (`dynamics score`: a bad input is its one-line error)."""
+        source = self._source(item.model_id)
+        try:
+            return self._score(source, item, None, {})
+        finally:
+            source.release(item.revision)
+
+    def _score(self, source, item: WorkItem, upcoming: WorkItem | None, known_weights: dict[str, int]) -> WorkResult:
+        started = time.perf_counter()
+        loaded, was_ahead = self._ahead.take(item)
+        if upcoming is not None:
+            self._ahead.start(upcoming)
+        fetched = loaded.fetched
+        checkpoint = {
+            "revision": item.revision,
+            "commit": fetched.commit,
+            "weights_sha256": fetched.weights_sha256,
+        }
+        earlier = WeightsIndex(known_weights).original(fetched.weights_sha256, item.step)
+        if earlier is not None:
+            return WorkResult(item, "duplicate", {**checkpoint, "duplicate_of": earlier})
+        target = self.targets[item.model_id]
+        waited_s = time.perf_counter() - started
+        model = self._load(item, fetched.path, loaded.state)
+        loaded_s = time.perf_counter()
+        scorer = self._scorer(item.model_id, source, item.revision, model.n_ctx)
+        provenance = Provenance(
+            model=item.model_id,
+            revision=item.revision,
+            step=item.step,
+            weights_sha256=fetched.weights_sha256,
+            dtype=str(model.dtype).removeprefix("torch."),
+            attn_implementation=model.attn_implementation,
+            settings=target.settings(),
+        )
+        scored = scorer.score(model, provenance, ablate=item.step in target.ablation_steps)
+        done_s = time.perf_counter()
+        checkpoint.update(
+            dtype=scored.dtype,
+            attn_impl=provenance.attn_implementation,
+            # fetch + read (in the background when prefetched) + copy into the model
+            load_s=loaded.read_s + (loaded_s - started - waited_s) if was_ahead else loaded_s - started,
+            score_s=done_s - loaded_s,
+        )
+        return WorkResult(item, "ok", checkpoint, scored, model_info=_model_info(model))
 
     def _fetch_and_read(self, item: WorkItem) -> _Loaded:
         """Fetch a checkpoint and, if its model is built with the right dtype, read its tensors for it."""

@@ -71,6 +71,30 @@ def test_score_takes_the_sweeps_scoring_flags_and_scores_a_toy_sized_model(toy_s
     assert too_long.returncode == 2 and len(lines) == 1 and "--shots" in lines[0], too_long.stderr[-3000:]
 
 
+
+def test_score_reads_trainer_folders_and_says_a_failure_in_one_line(toy_sized_run, tmp_path):
+    """A Trainer checkpoint-<N> folder is scored as the sweep reads it; a corrupt checkpoint, or an --out folder that
+    does not exist, is one line and exit 2 (it was a traceback, or a traceback after scoring)."""
+    run = tmp_path / "trainer"
+    for folder in ("checkpoint-4", "checkpoint-8"):
+        shutil.copytree(toy_sized_run / "step4", run / folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(toy_sized_run / name, run / name)
+    weights = run / "checkpoint-8" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    flags = ["--no-icl", "--shots", "2", "--fv-prompts", "2", "--induction-sequences", "8"]
+    scored = _dynamics(["score", "--local", run, "--revision", "checkpoint-4", *flags], tmp_path)
+    corrupt = _dynamics(["score", "--local", run, "--revision", "checkpoint-8", *flags], tmp_path)
+    out = tmp_path / "missing" / "rows.parquet"
+    no_folder = _dynamics(["score", "--local", run, "--revision", "checkpoint-4", *flags, "--out", out], tmp_path)
+    record_figures(CASE, 3, wrong_rows=int(scored.returncode != 0) + int(corrupt.returncode != 2)
+                   + int(no_folder.returncode != 2))
+    assert scored.returncode == 0 and f"local/{run.name} checkpoint-4" in scored.stdout, scored.stderr[-3000:]
+    for result, named in ((corrupt, "model.safetensors"), (no_folder, str(out))):
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and named in lines[0], result.stderr[-3000:]
+    assert not out.parent.exists()
+
 HELDOUT = {
     "empty.txt": b"",
     "blank.txt": b"  \n\n ",

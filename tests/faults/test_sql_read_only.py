@@ -133,5 +133,11 @@ def test_export_writes_tables_views_and_query_results(warehouse, tmp_path, capsy
         assert cli.main(["export", "--warehouse", str(warehouse), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected_error in err, err
+    # one of two files in the way: refused before either is written, not half an export
+    (folder / "checkpoints.csv").unlink()
+    assert cli.main(["export", "--warehouse", str(warehouse), "--format", "csv", "--out", str(folder),
+                     "checkpoints", "head_trajectories"]) == 2
+    assert f"{folder / 'head_trajectories.csv'} already exists" in capsys.readouterr().err
+    assert not (folder / "checkpoints.csv").exists()
     assert cli.main(["export", "--warehouse", str(warehouse), "--out", str(out), "--overwrite", "runs"]) == 0
     record_figures(CASE, 1)
