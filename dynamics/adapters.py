@@ -140,7 +140,7 @@ def check_architecture(config_path: Path, model_id: str) -> str:
     try:
         model_type = json.loads(Path(config_path).read_text()).get("model_type")
     except (json.JSONDecodeError, AttributeError) as err:
-        raise InputError(f"{config_path} of {model_id} is not a valid config.json ({err})") from err
+        raise InputError(f"{config_path} of {model_id} is not a valid config.json ({err}); fetch or save it again") from err
     if model_type not in FAMILIES:
         raise InputError(f"{model_id}: {_no_adapter(model_type)} (from {config_path.name})")
     return model_type
@@ -391,10 +391,7 @@ def load_model(
     config_path = checkpoint_dir / "config.json"
     if not config_path.is_file():
         raise MissingInputError(f"no config.json in {checkpoint_dir}; is it a save_pretrained checkpoint?")
-    try:
-        json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"{config_path} is not valid JSON ({err}); fetch the revision again") from err
+    check_architecture(config_path, str(checkpoint_dir))  # before reading any weights
     for path in select_weight_files(checkpoint_dir):  # a damaged file fails here, named, not deep in transformers
         check_weight_file(path)
     try:

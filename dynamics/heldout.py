@@ -26,27 +26,30 @@ def check_heldout_file(path: Path, row_tokens: int) -> None:
 
     Whether the text is long enough depends on the tokenizer: `load_heldout_tokens` checks that.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"held-out text {path} does not exist; pass a .txt, .jsonl or .parquet file")
-    if path.suffix == ".safetensors":
-        _token_rows(path, row_tokens)
-    elif path.suffix not in TEXT_SUFFIXES:
-        raise InputError(f"held-out file {path} has suffix {path.suffix!r}; "
-                         f"use one of {', '.join(TEXT_SUFFIXES)} or .safetensors")
-    elif not any(document.strip() for document in _read_documents(path)):
-        raise InputError(f"held-out text {path} holds no text; pass a file with at least a few thousand words")
+    _read_checked(Path(path), row_tokens)
 
 
 def load_heldout_tokens(path: Path, tokenizer, row_tokens: int, max_rows: int = 1000) -> Tensor:
     """(rows, row_tokens) ids from `path`, at most `max_rows` rows."""
     path = Path(path)
-    check_heldout_file(path, row_tokens)
-    if path.suffix == ".safetensors":
-        rows = _token_rows(path, row_tokens)
-    else:
-        rows = _rows_from_documents(_read_documents(path), tokenizer, row_tokens, max_rows, path)
+    content = _read_checked(path, row_tokens)
+    rows = content if isinstance(content, Tensor) else _rows_from_documents(content, tokenizer, row_tokens, max_rows, path)
     return rows[:max_rows, :row_tokens].long()
+
+
+def _read_checked(path: Path, row_tokens: int) -> Tensor | list[str]:
+    """The file's token rows (.safetensors) or documents, read once; the checks of `check_heldout_file`."""
+    if not path.is_file():
+        raise MissingInputError(f"held-out text {path} does not exist; pass a .txt, .jsonl or .parquet file")
+    if path.suffix == ".safetensors":
+        return _token_rows(path, row_tokens)
+    if path.suffix not in TEXT_SUFFIXES:
+        raise InputError(f"held-out file {path} has suffix {path.suffix!r}; "
+                         f"use one of {', '.join(TEXT_SUFFIXES)} or .safetensors")
+    documents = _read_documents(path)
+    if not any(document.strip() for document in documents):
+        raise InputError(f"held-out text {path} holds no text; pass a file with at least a few thousand words")
+    return documents
 
 
 def _token_rows(path: Path, row_tokens: int) -> Tensor:

@@ -88,7 +88,9 @@ def ablation_count(amount: float, n_total: int) -> int:
 def qualifying_heads(scores: Tensor, stderr: Tensor, floor: float, z: float) -> set[Head]:
     """Heads whose score is at least `floor` and more than `z` standard errors above zero
     (docs/methods.md, "Significance"): the only heads a ranking may call induction or FV heads."""
-    passes = (scores >= floor) & (scores > z * torch.nan_to_num(stderr, nan=float("inf")))
+    # as the SQL views: a score without a standard error is significant only when no test is asked for (z = 0)
+    known = ~torch.isnan(stderr)
+    passes = (scores >= floor) & (known | (z == 0)) & (scores > z * torch.where(known, stderr, 0.0))
     return {(int(layer), int(head)) for layer, head in passes.nonzero().tolist()}
 
 

@@ -24,9 +24,6 @@ class HeadScores:
             raise ValueError(f"scores and standard errors name different metrics ({sorted(self.values)} vs "
                              f"{sorted(self.stderr)})")
 
-    def merged(self, other: HeadScores) -> HeadScores:
-        return HeadScores({**self.values, **other.values}, {**self.stderr, **other.stderr})
-
 
 def mean_and_stderr(samples: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
     """Mean over `dim` and its standard error s/√n (s with n − 1 degrees of freedom; NaN for n < 2)."""

@@ -2,7 +2,8 @@
 the suite and seed of the run.
 
 Public checkpoint suites each name their revisions their own way. The built-in patterns below were checked
-against each suite's own material (sources beside each; `search` library, docs/issues/code corpora):
+against each suite's own public material (model cards, training configs, code that loads them; cited beside
+each pattern):
 
 | pattern | example | suite |
 |---|---|---|

@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerFast
 from dynamics.errors import InputError
 from dynamics.scorers.induction import ordinary_token_ids
 from dynamics.tasks.synthetic import BijectionTasks
-from dynamics.toy.tokenizer import UNK_TEXT, word_tokenizer
+from dynamics.toy.tokenizer import word_tokenizer
 from dynamics.toy.train import PreparedData
 
 
@@ -96,18 +96,17 @@ class EpisodeData:
 class EpisodeSampler:
     """Draws the (batch_size, context_length) ids of each training step."""
 
-    def __init__(self, data: EpisodeData, seed: int, bos_id: int = 0) -> None:
-        self.data, self.bos_id = data, bos_id
+    def __init__(self, data: EpisodeData, seed: int) -> None:
+        self.data = data
         self.rng = np.random.default_rng([seed, 7])
         tokenizer = data.tokenizer()
         ids = tokenizer.convert_tokens_to_ids
+        self.bos_id = tokenizer.bos_token_id
         first_word = ids(data.words[0])
-        self.word_ids = np.arange(first_word, first_word + len(data.words))  # every ordinary word
+        self.word_ids = np.arange(first_word, first_word + len(data.words))  # every ordinary word, after the specials
         self.input_ids = np.array([ids(w) for w in data.tasks.inputs])
         self.output_ids = np.array([ids(w) for w in data.tasks.outputs])
         self.maps = data.tasks.maps()  # (task, input) → output index
-        if ids(UNK_TEXT) in self.word_ids:
-            raise InputError("the organism's words and the unknown-word token overlap")
 
     def span_row(self) -> np.ndarray:
         d, rng = self.data, self.rng

@@ -17,6 +17,7 @@ from dynamics.experiments.ablations import (
     all_position_ablation,
     last_position_ablation,
     plan_ablations,
+    qualifying_heads,
     random_head_scores,
     run_ablation_grid,
     select_heads,
@@ -292,3 +293,20 @@ def test_rankings_take_only_heads_that_qualify() -> None:
     assert cells[("fv", 3.0, True)] == ((1, 0),)  # the top qualifying induction head (0, 0) kept out
     assert cells[("induction", 3.0, False)] == ((0, 0), (0, 1))  # 0.1 and 0.05 are below the 0.25 floor
     assert plan_ablations(scores, config)[-1].heads == ((0, 1), (1, 0), (1, 1))  # without stderr: every head ranks
+
+
+@pytest.mark.parametrize("z", [0.0, 3.0])
+def test_qualifying_heads_follow_the_documented_rule_head_by_head(z):
+    """At least the floor and more than z standard errors above zero; a head without a standard error passes only
+    when no test is asked for (z = 0), as in the warehouse's views."""
+    scores = torch.tensor([[0.5, 0.5, 0.5, 0.01], [0.2, -0.3, 0.4, 0.5]])
+    stderr = torch.tensor([[0.1, 0.2, float("nan"), 0.001], [0.01, 0.01, 0.2, 0.0]])
+    expected = set()
+    for layer in range(2):
+        for head in range(4):
+            score, se = float(scores[layer, head]), float(stderr[layer, head])
+            known = se == se
+            if score >= 0.05 and (known or z == 0) and score > z * (se if known else 0.0):
+                expected.add((layer, head))
+    assert qualifying_heads(scores, stderr, floor=0.05, z=z) == expected
+    assert ((0, 2) in expected) == (z == 0)  # the case the two definitions once disagreed on
