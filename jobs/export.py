@@ -30,7 +30,7 @@ from dynamics.errors import (
     UnknownNameError,
 )
 from jobs.sql import flatten_nested
-from warehouse.db import check_intact
+from warehouse.db import require_warehouse
 from warehouse.queries import query
 
 FORMATS = ("parquet", "csv")
@@ -50,12 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.warehouse.exists():
-        raise MissingInputError(f"no warehouse at {args.warehouse}; check --warehouse or create it with `dynamics sweep`")
     if bool(args.names) == bool(args.query):
         raise InputError("name the tables or views to export (e.g. head_scores checkpoints) or pass --query SQL, "
                          "not both")
-    check_intact(args.warehouse)
+    require_warehouse(args.warehouse)
     sources = {"query": args.query} if args.query else _named_sources(args.warehouse, args.names)
     paths = {name: _output_path(args.out, name, args.format, several=len(sources) > 1) for name in sources}
     in_the_way = [str(path) for path in paths.values() if path.exists()]

@@ -16,8 +16,8 @@ from typing import TextIO
 
 import polars as pl
 
-from dynamics.errors import MissingInputError, UserError
-from warehouse.db import check_intact
+from dynamics.errors import UserError
+from warehouse.db import require_warehouse
 from warehouse.queries import query
 
 _SHELL_HELP = """Statements end with ';'. Helpers: .tables  .schema [NAME]  .help  .quit
@@ -36,11 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.warehouse.exists():
-        raise MissingInputError(
-            f"no warehouse at {args.warehouse}; check --warehouse or create it with `dynamics sweep`"
-        )
-    check_intact(args.warehouse)
+    require_warehouse(args.warehouse)
     if args.sql is not None:
         print(render(query(args.warehouse, args.sql), args.format), end="")
         return 0

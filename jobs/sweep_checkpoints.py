@@ -51,16 +51,17 @@ def run_sweep(config: SweepConfig) -> int:
     started = time.perf_counter()
     warehouse_path = Path(config.warehouse) if config.warehouse else default_warehouse()
     report_dir = Path(config.report_dir) if config.report_dir else warehouse_path.parent / f"{warehouse_path.stem}-report"
-    targets = build_targets(config)  # validates every input before anything starts
-    if config.warehouse is None:  # the default location is ours to create; a named one must exist
-        warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     from jobs.sweep.plan import check_local_ids, plan_work
     from jobs.sweep.writer import Summary
     from warehouse import writes
-    from warehouse.db import check_intact, connect_write
+    from warehouse.db import check_write_target, connect_write
 
-    check_intact(warehouse_path)  # a file cut short is refused before anything is written into it
-    with connect_write(warehouse_path):  # fail early on an unusable warehouse path
+    if config.warehouse is None:  # the default location is ours to create; a named one must exist
+        warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    # a missing folder or a damaged file (cut short) is refused before the toy suite trains or the Hub is listed
+    check_write_target(warehouse_path)
+    targets = build_targets(config)  # validates every input before anything starts
+    with connect_write(warehouse_path):  # fail early on an unusable warehouse path (permissions)
         pass
     check_local_ids(targets, warehouse_path, named=tuple(f"local/{name}" for name in config.names))
     plan = plan_work(targets, warehouse_path, config.force)

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import polars as pl
 
-from dynamics.errors import AccessError, ExistingOutputError, InputError, MissingInputError, NotAFolderError
+from dynamics.errors import AccessError, ExistingOutputError, InputError, NotAFolderError
 from reports import charts
 from reports.pages import ChartSection, javascript_bundle, notes_html, write_chart_page, write_text_page
 from warehouse import queries
+from warehouse.db import require_warehouse
 from warehouse.queries import Thresholds
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,7 @@ def render_report(warehouse: Path, out_dir: Path, overwrite: bool = False,
     """
     started = time.perf_counter()
     warehouse, out_dir = Path(warehouse), Path(out_dir)
-    if not warehouse.exists():
-        raise MissingInputError(f"no warehouse at {warehouse}; pass the .duckdb file written by `dynamics sweep`")
+    require_warehouse(warehouse)
     _prepare_out_dir(out_dir, overwrite)
     models = queries.scored_models(warehouse)
     inventory = queries.metric_inventory(warehouse)

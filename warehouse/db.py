@@ -72,7 +72,7 @@ def connect_write(path: str | Path, lock_timeout_s: float = LOCK_TIMEOUT_S) -> I
     Keep the block short (one checkpoint's transaction): while it is open, no reader can open the file.
     """
     path = Path(path)
-    _check_writable_location(path)
+    _check_location(path)
     con = _open(path, read_only=False, lock_timeout_s=lock_timeout_s)
     try:
         _check_version(con, path)
@@ -86,12 +86,7 @@ def connect_write(path: str | Path, lock_timeout_s: float = LOCK_TIMEOUT_S) -> I
 def connect_read(path: str | Path, lock_timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection, closed on exit. Raises FileNotFoundError when there is no warehouse yet."""
     path = Path(path)
-    if not path.exists():
-        raise MissingInputError(
-            f"no warehouse at {path}; check the path or create it with `dynamics sweep --warehouse {path}`"
-        )
-    if path.is_dir():
-        raise InputError(f"warehouse path {path} is a directory; pass the .duckdb file inside it")
+    _require_file(path)
     con = _open(path, read_only=True, lock_timeout_s=lock_timeout_s)
     try:
         if _is_outdated(con, path):
@@ -147,6 +142,19 @@ def damaged_error(path: Path, detail: str) -> InputError:
                       "full disk. Restore it from a backup, or move it aside and rerun the sweep into a new --warehouse")
 
 
+def require_warehouse(path: Path) -> None:
+    """For commands that read a warehouse: refuse, in one line, a path with no warehouse file or a damaged one."""
+    _require_file(path)
+    check_intact(path)
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise MissingInputError(f"no warehouse at {path}; check --warehouse or create it with `dynamics sweep`")
+    if path.is_dir():
+        raise InputError(f"warehouse path {path} is a directory; pass the .duckdb file inside it")
+
+
 def check_intact(path: str | Path, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
     """Refuse (`damaged_error`) a warehouse file shorter than the blocks its tables and metadata use.
 
@@ -196,7 +204,14 @@ def rollback(con: duckdb.DuckDBPyConnection) -> None:
         pass
 
 
-def _check_writable_location(path: Path) -> None:
+def check_write_target(path: Path) -> None:
+    """What can be known of a warehouse path before a sweep's slow setup: its folder exists, it is not a folder,
+    and a file already there is not damaged (whether it can be written shows when it is opened)."""
+    _check_location(path)
+    check_intact(path)
+
+
+def _check_location(path: Path) -> None:
     if path.is_dir():
         raise InputError(f"warehouse path {path} is a directory; pass a file path such as {path / 'warehouse.duckdb'}")
     parent = path.parent

